@@ -1,0 +1,60 @@
+"""faultlens: correlation, structured logging, errors, recovery and analysis for Python apps.
+
+The names below are the stable public surface; everything else lives in its
+subpackage (``faultlens.context``, ``faultlens.logs``, ``faultlens.events``,
+``faultlens.operations``, ``faultlens.redaction``, ``faultlens.errors``,
+``faultlens.integrations.*``, ``faultlens.testing``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faultlens._config import configure, get_config, shutdown, stats
+from faultlens.context import (
+    ContextExecutor,
+    RequestContext,
+    bind,
+    correlate,
+    correlation_id,
+    current_context,
+    outgoing_headers,
+    wrap,
+)
+from faultlens.errors import FaultlensError
+from faultlens.logs import get_logger
+from faultlens.operations import operation
+
+__all__ = [
+    "ContextExecutor",
+    "FaultlensError",
+    "RequestContext",
+    "__version__",
+    "bind",
+    "configure",
+    "correlate",
+    "correlation_id",
+    "current_context",
+    "get_config",
+    "get_logger",
+    "operation",
+    "outgoing_headers",
+    "shutdown",
+    "stats",
+    "wrap",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The version comes from the installed distribution's metadata; looked up lazily
+    # because importlib.metadata costs milliseconds at import time.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("faultlens")
+        except PackageNotFoundError:  # running from a source tree without install
+            value = "0+unknown"
+        globals()["__version__"] = value
+        return value
+    raise AttributeError(f"module 'faultlens' has no attribute {name!r}")

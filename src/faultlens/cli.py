@@ -1,0 +1,75 @@
+"""The ``faultlens`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _version() -> str:
+    import faultlens
+
+    return str(faultlens.__version__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``faultlens`` command."""
+    parser = argparse.ArgumentParser(
+        prog="faultlens",
+        description="Correlation, structured logging, errors and recovery for Python apps.",
+    )
+    parser.add_argument("--version", action="version", version=f"faultlens {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo workload and print correlated logs and a summary",
+        description=(
+            "Simulated users call a small ASGI shop concurrently; the shop uses operations, "
+            "a thread pool, asyncio tasks and an outgoing call to an inventory service. "
+            "Prints the JSON log lines, then a summary."
+        ),
+    )
+    demo.add_argument("--users", type=_positive, default=4, help="concurrent users (default 4)")
+    demo.add_argument("--requests", type=_positive, default=3, help="requests per user (default 3)")
+    demo.add_argument(
+        "--log-format", choices=("json", "console"), default="json", help="log line format"
+    )
+    demo.add_argument(
+        "--quiet", action="store_true", help="print only the summary, not the log lines"
+    )
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``faultlens`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from faultlens.demo import run_demo
+
+        return run_demo(
+            users=args.users,
+            requests=args.requests,
+            log_format=args.log_format,
+            quiet=args.quiet,
+        )
+    parser.print_help(sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Testing helpers (public API): capture events and log lines, control time.
+
+from faultlens.testing import capture_events, capture_logs, FakeClock
+
+with capture_events() as events:
+    with operation("x"): ...
+assert events.kinds() == ["operation", "operation"]
+
+with capture_logs() as logs:
+    get_logger("app").info("hello", n=1)
+assert logs[0]["n"] == 1
+
+with FakeClock() as clock:           # operations measure durations with it
+    with operation("slow", budget_ms=10):
+        clock.advance(0.05)
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from faultlens import events as _events
+from faultlens import logs as _logs
+from faultlens import operations as _operations
+
+__all__ = ["CapturedEvents", "CapturedLogs", "FakeClock", "capture_events", "capture_logs"]
+
+
+class CapturedEvents(list[_events.Event]):
+    """The events published while :func:`capture_events` was active, in order."""
+
+    def kinds(self) -> list[str]:
+        """The kind of each captured event."""
+        return [e.kind for e in self]
+
+    def of_kind(self, kind: str) -> list[_events.Event]:
+        """The captured events of one kind."""
+        return [e for e in self if e.kind == kind]
+
+
+@contextmanager
+def capture_events(*kinds: str) -> Iterator[CapturedEvents]:
+    """Collect the events published on the bus (of ``kinds``, or all) inside the block."""
+    captured = CapturedEvents()
+    lock = threading.Lock()
+
+    def collect(event: _events.Event) -> None:
+        with lock:
+            captured.append(event)
+
+    with _events.subscribe(collect, kinds=kinds or None):
+        yield captured
+
+
+class CapturedLogs(list[dict[str, Any]]):
+    """The JSON log lines written while :func:`capture_logs` was active, parsed."""
+
+    def __init__(self, stream: io.StringIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def refresh(self) -> CapturedLogs:
+        """Re-read the stream (lines logged since the last read are appended)."""
+        self.clear()
+        for line in self.stream.getvalue().splitlines():
+            self.append(orjson.loads(line))
+        return self
+
+    def messages(self) -> list[str]:
+        """The ``message`` of each captured line."""
+        return [str(r.get("message")) for r in self.refresh()]
+
+
+@contextmanager
+def capture_logs(level: int | str = "DEBUG", **settings: Any) -> Iterator[CapturedLogs]:
+    """Route all logging (stdlib and native) to an in-memory JSON stream inside the block.
+
+    The lines are parsed when the block exits (call ``refresh()`` to read them
+    earlier).  ``settings`` are :class:`faultlens.logs.LogSettings` options.
+    The previous faultlens log handler, if any, is restored afterwards.
+    """
+    root = logging.getLogger()
+    previous = [h for h in root.handlers if getattr(h, "faultlens_installed", False)]
+    previous_level = root.level
+    previous_sink, previous_settings = _logs._sink, _logs._sink_settings
+    stream = io.StringIO()
+    captured = CapturedLogs(stream)
+    _logs.configure_logging(
+        level, stream=stream, settings=_logs.LogSettings(**settings), capture_warnings=False
+    )
+    try:
+        yield captured
+    finally:
+        _logs.reset_logging()
+        for handler in previous:
+            root.addHandler(handler)
+        root.setLevel(previous_level)
+        _logs._sink, _logs._sink_settings = previous_sink, previous_settings
+        captured.refresh()
+
+
+class FakeClock:
+    """A clock that moves only when told to, installed into faultlens's timed code.
+
+    Inside ``with FakeClock() as clock:`` operation durations and timestamps come
+    from it; ``clock.advance(seconds)`` moves both the wall and monotonic time.
+    """
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.wall = start
+        self.monotonic_ns = 1_000_000_000
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def time(self) -> float:
+        """Wall-clock seconds since the epoch."""
+        return self.wall
+
+    def perf_counter_ns(self) -> int:
+        """Monotonic nanoseconds."""
+        return self.monotonic_ns
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds``."""
+        if seconds < 0:
+            raise ValueError("time only moves forward")
+        self.wall += seconds
+        self.monotonic_ns += int(seconds * 1e9)
+
+    def __enter__(self) -> FakeClock:
+        for module, attr, value in (
+            (_operations, "_perf_ns", self.perf_counter_ns),
+            (_operations, "_now", self.time),
+        ):
+            self._saved.append((module, attr, getattr(module, attr)))
+            setattr(module, attr, value)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        while self._saved:
+            module, attr, value = self._saved.pop()
+            setattr(module, attr, value)

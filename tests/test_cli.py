@@ -1,0 +1,86 @@
+"""The faultlens command and the demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+import faultlens
+from faultlens.cli import main
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the installed version."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"faultlens {faultlens.__version__}"
+
+
+def test_help_lists_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help and no command both describe the demo command."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "demo" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
+    """Invalid counts give a usage error, not a traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--users", "0"])
+    assert info.value.code == 2
+    assert "between 1 and 1000" in capsys.readouterr().err
+
+
+def test_demo_end_to_end() -> None:
+    """The demo runs in a fresh process, every line is JSON and carries a correlation id."""
+    out = subprocess.run(
+        [sys.executable, "-m", "faultlens.cli", "demo", "--users", "3", "--requests", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    log_lines, _, summary = out.stdout.partition("\nfaultlens demo summary")
+    lines = [orjson.loads(line) for line in log_lines.splitlines() if line.strip()]
+    assert lines
+    assert all(line.get("correlation_id") for line in lines)
+    request_ids = {line["correlation_id"] for line in lines if line["logger"] == "faultlens.access"}
+    assert len(request_ids) == 6
+    inventory = {line["correlation_id"] for line in lines if line["logger"] == "demo.inventory"}
+    assert inventory <= request_ids
+    assert len(inventory) == 6
+    assert "every line correlated" in summary
+    assert "distinct correlation ids                     6" in summary
+
+
+def test_demo_console_format() -> None:
+    """--log-format console prints readable lines (no JSON) and the summary."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "faultlens.cli",
+            "demo",
+            "--users",
+            "1",
+            "--requests",
+            "1",
+            "--log-format",
+            "console",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert not first.startswith("{")
+    assert "every line correlated" in out.stdout

@@ -1,0 +1,78 @@
+"""The in-process event bus."""
+
+from __future__ import annotations
+
+import threading
+
+import faultlens
+from faultlens import events
+from faultlens._metrics import counters
+
+
+def test_emit_without_subscribers_builds_nothing() -> None:
+    """emit returns None and builds no event when nobody listens."""
+    assert not events.has_subscribers(events.OPERATION)
+    assert events.emit(events.OPERATION, "x", {"a": 1}) is None
+
+
+def test_subscribe_by_kind_and_wildcard() -> None:
+    """Kind subscribers get their kind only; wildcard subscribers get everything."""
+    errors: list[events.Event] = []
+    everything: list[events.Event] = []
+    with events.subscribe(errors.append, kinds=[events.ERROR]), events.subscribe(everything.append):
+        events.emit(events.ERROR, "boom")
+        events.emit(events.OPERATION, "op")
+        events.emit("custom", "mine")
+    assert [e.name for e in errors] == ["boom"]
+    assert [e.name for e in everything] == ["boom", "op", "mine"]
+    events.emit(events.ERROR, "after")
+    assert len(errors) == 1
+
+
+def test_events_carry_context() -> None:
+    """An emitted event is tied to the current correlation, user and tenant."""
+    got: list[events.Event] = []
+    with events.subscribe(got.append), faultlens.correlate(user_id="u", tenant_id="t") as ctx:
+        events.emit(events.JOB, "sent", {"queue": "q"})
+    event = got[0]
+    assert event.correlation_id == ctx.correlation_id
+    assert event.trace_id == ctx.trace_id
+    assert (event.user_id, event.tenant_id) == ("u", "t")
+    assert event.to_dict()["payload"] == {"queue": "q"}
+    assert len(event.id) == 32
+
+
+def test_failing_subscriber_is_isolated_and_counted(capsys) -> None:  # type: ignore[no-untyped-def]
+    """A raising subscriber neither breaks the publisher nor the other subscribers."""
+    got: list[str] = []
+
+    def broken(event: events.Event) -> None:
+        raise ValueError("subscriber bug")
+
+    with events.subscribe(broken), events.subscribe(lambda e: got.append(e.name)):
+        events.emit("k", "one")
+        events.emit("k", "two")
+    assert got == ["one", "two"]
+    assert counters.get("events.subscriber_errors") == 2
+    assert capsys.readouterr().err.count("raised ValueError") == 1
+
+
+def test_subscribe_is_thread_safe() -> None:
+    """Concurrent subscribe/close while publishing loses no subscriber and raises nothing."""
+    stop = threading.Event()
+    received: list[int] = []
+
+    def publisher() -> None:
+        while not stop.is_set():
+            events.emit("tick", "t")
+
+    keeper = events.subscribe(lambda e: received.append(1), kinds=["tick"])
+    t = threading.Thread(target=publisher)
+    t.start()
+    for _ in range(200):
+        events.subscribe(lambda e: None).close()
+    stop.set()
+    t.join()
+    keeper.close()
+    assert received
+    assert not events.has_subscribers("tick")
