@@ -185,3 +185,18 @@ def test_bad_arguments_are_clear_errors() -> None:
 
     with pytest.raises(ConfigurationError, match="generator"):
         operation("x")(gen)
+
+
+def test_journey_is_bounded_and_keeps_the_most_recent() -> None:
+    """A long correlation keeps only the last JOURNEY_LENGTH steps, in order."""
+    from faultlens.context import JOURNEY_LENGTH
+
+    with faultlens.correlate() as ctx:
+        for i in range(3 * JOURNEY_LENGTH + 5):
+            with operation(f"step{i}"):
+                pass
+        names = [s.name for s in ctx.journey]
+    assert len(names) == JOURNEY_LENGTH
+    assert names[-1] == f"step{3 * JOURNEY_LENGTH + 4}"
+    assert names[0] == f"step{2 * JOURNEY_LENGTH + 5}"
+    assert len(ctx.journey_steps or []) <= 2 * JOURNEY_LENGTH

@@ -22,7 +22,6 @@ import functools
 import inspect
 import ipaddress
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
@@ -123,7 +122,7 @@ class RequestContext(NamedTuple):
     started_at: float = 0.0
     fields: Mapping[str, Any] = _EMPTY
     parent_correlation_id: str | None = None
-    journey_steps: deque[Any] | None = None
+    journey_steps: list[Any] | None = None
 
     @property
     def journey(self) -> tuple[JourneyStep, ...]:
@@ -131,7 +130,9 @@ class RequestContext(NamedTuple):
         steps = self.journey_steps
         if steps is None:
             return ()
-        return tuple(JourneyStep(s.name, s.layer, s.outcome, s.duration_ms) for s in steps)
+        return tuple(
+            JourneyStep(s.name, s.layer, s.outcome, s.duration_ms) for s in steps[-JOURNEY_LENGTH:]
+        )
 
     @property
     def traceparent(self) -> str:
@@ -338,12 +339,14 @@ def _otel_span_ids() -> tuple[str, str, int] | None:
 # --- building contexts ---------------------------------------------------------------
 
 
-def _build(
+def _build(  # noqa: PLR0917 (private hot path: positional on purpose)
     cid: str | None,
     parent: TraceParent | None,
     tracestate: tuple[tuple[str, str], ...],
     attrs: Mapping[str, Any],
     request_id: str | None = None,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
 ) -> RequestContext:
     """Build a context positionally (the hot path of every request and scope).
 
@@ -382,15 +385,15 @@ def _build(
         None,
         None,
         None,
-        None,
-        None,
+        ip_address,
+        user_agent,
         _NO_PERMISSIONS,
         _EMPTY,
         _EMPTY,
         _time(),
         _EMPTY,
         None,
-        deque(maxlen=JOURNEY_LENGTH),
+        [],
     ]
     if attrs:
         extra: dict[str, Any] | None = None
@@ -428,6 +431,8 @@ def context_from_headers(
     request_id: str | bytes | None = None,
     traceparent: str | bytes | Iterable[str | bytes] | None = None,
     tracestate: str | bytes | Iterable[str | bytes] | None = None,
+    ip_address: str | None = None,
+    user_agent: str | None = None,
     **attrs: Any,
 ) -> tuple[RequestContext, bool]:
     """Build the context of an incoming request or message from its raw header values.
@@ -453,7 +458,7 @@ def context_from_headers(
         rid = accept_id(request_id, counter="context.invalid_request_id")
         rejected = rejected or rid is None
     # Without a valid incoming request id, this hop's id is its span id (random, unique).
-    return _build(cid, parent, state, attrs, rid or _SPAN_ID), rejected
+    return _build(cid, parent, state, attrs, rid or _SPAN_ID, ip_address, user_agent), rejected
 
 
 def _as_header(
