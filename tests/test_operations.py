@@ -200,3 +200,17 @@ def test_journey_is_bounded_and_keeps_the_most_recent() -> None:
     assert names[-1] == f"step{3 * JOURNEY_LENGTH + 4}"
     assert names[0] == f"step{2 * JOURNEY_LENGTH + 5}"
     assert len(ctx.journey_steps or []) <= 2 * JOURNEY_LENGTH
+
+
+def test_fake_clock_is_the_global_clock_and_sleeps_without_blocking() -> None:
+    """Inside FakeClock, get_clock() is it; sleep advances time and records the delay."""
+    from faultlens._clock import SystemClock, get_clock
+
+    with FakeClock() as clock:
+        assert get_clock() is clock
+        before = clock.monotonic()
+        get_clock().sleep(30.0)
+        asyncio.run(get_clock().asleep(5.0))
+        assert clock.monotonic() - before == pytest.approx(35.0)
+        assert clock.sleeps == [30.0, 5.0]
+    assert isinstance(get_clock(), SystemClock)

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from faultlens import _clock
 from faultlens import events as _events
 from faultlens import logs as _logs
 from faultlens import operations as _operations
@@ -110,22 +111,44 @@ def capture_logs(level: int | str = "DEBUG", **settings: Any) -> Iterator[Captur
 class FakeClock:
     """A clock that moves only when told to, installed into faultlens's timed code.
 
-    Inside ``with FakeClock() as clock:`` operation durations and timestamps come
-    from it; ``clock.advance(seconds)`` moves both the wall and monotonic time.
+    Inside ``with FakeClock() as clock:`` operation durations, timestamps,
+    policy delays, deadlines and windows come from it; ``clock.advance(seconds)``
+    moves both the wall and monotonic time.  ``sleep``/``asleep`` do not block:
+    they advance the clock (``asleep`` also yields to the event loop once) and
+    record the requested delay in ``clock.sleeps``.
     """
 
     def __init__(self, start: float = 1_700_000_000.0) -> None:
         self.wall = start
         self.monotonic_ns = 1_000_000_000
+        self.sleeps: list[float] = []
         self._saved: list[tuple[Any, str, Any]] = []
+        self._previous_clock: Any = None
 
     def time(self) -> float:
         """Wall-clock seconds since the epoch."""
         return self.wall
 
+    def monotonic(self) -> float:
+        """Monotonic seconds."""
+        return self.monotonic_ns / 1e9
+
     def perf_counter_ns(self) -> int:
         """Monotonic nanoseconds."""
         return self.monotonic_ns
+
+    def sleep(self, seconds: float) -> None:
+        """Advance the clock by ``seconds`` instead of blocking."""
+        self.sleeps.append(seconds)
+        if seconds > 0:
+            self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        """Advance the clock by ``seconds`` and yield to the event loop once."""
+        import asyncio
+
+        self.sleep(seconds)
+        await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``."""
@@ -141,6 +164,7 @@ class FakeClock:
         ):
             self._saved.append((module, attr, getattr(module, attr)))
             setattr(module, attr, value)
+        self._previous_clock = _clock.set_clock(self)
         return self
 
     def __exit__(
@@ -152,3 +176,4 @@ class FakeClock:
         while self._saved:
             module, attr, value = self._saved.pop()
             setattr(module, attr, value)
+        _clock.set_clock(self._previous_clock)
