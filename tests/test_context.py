@@ -279,3 +279,12 @@ def test_opentelemetry_span_is_used_when_active() -> None:
             headers = faultlens.outgoing_headers()
         assert headers["traceparent"].split("-")[1] == f"{sc.trace_id:032x}"
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_escaping_exception_remembers_the_innermost_scope() -> None:
+    """An exception leaving correlate() carries that scope's context for later hooks."""
+    with pytest.raises(ValueError, match="boom") as info, faultlens.correlate() as outer:
+        with faultlens.correlate() as inner:
+            raise ValueError("boom")
+    assert info.value.__faultlens_context__ is inner  # type: ignore[attr-defined]
+    assert inner is not outer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faultlens
 import faultlens.context
+import faultlens.errors
 import faultlens.events
 import faultlens.logs
 import faultlens.operations
@@ -32,12 +33,14 @@ def test_top_level_names() -> None:
         "RequestContext",
         "__version__",
         "bind",
+        "capture",
         "configure",
         "correlate",
         "correlation_id",
         "current_context",
         "get_config",
         "get_logger",
+        "handle",
         "operation",
         "outgoing_headers",
         "shutdown",
@@ -52,6 +55,7 @@ def test_subpackage_exports_are_sorted_and_present() -> None:
     """Each public module's __all__ is sorted and every name exists."""
     for module in (
         faultlens.context,
+        faultlens.errors,
         faultlens.events,
         faultlens.logs,
         faultlens.operations,
@@ -60,6 +64,48 @@ def test_subpackage_exports_are_sorted_and_present() -> None:
         assert module.__all__ == _isort_order(module.__all__), module.__name__
         for name in module.__all__:
             assert hasattr(module, name), (module.__name__, name)
+
+
+def test_errors_names() -> None:
+    """faultlens.errors exports exactly the taxonomy, classification and response names."""
+    assert set(faultlens.errors.__all__) == {
+        "AuthenticationError",
+        "AuthorizationError",
+        "BusinessRuleError",
+        "CaptureSettings",
+        "Category",
+        "CategoryInfo",
+        "Classification",
+        "ConfigurationError",
+        "ConflictError",
+        "DataError",
+        "ErrorResponse",
+        "FaultlensError",
+        "IntegrationError",
+        "Layer",
+        "MissingExtraError",
+        "NotFoundError",
+        "Severity",
+        "SystemFault",
+        "TransientError",
+        "ValidationError",
+        "capture",
+        "categories",
+        "classify",
+        "handle",
+        "install_asyncio_handler",
+        "layers",
+        "locales",
+        "messages",
+        "negotiate_locale",
+        "register",
+        "register_category",
+        "register_layer",
+        "register_messages",
+        "uninstall_asyncio_handler",
+    }
+    assert faultlens.handle is faultlens.errors.handle
+    assert faultlens.capture is faultlens.errors.capture
 
 
 def test_version_comes_from_metadata() -> None:

@@ -21,7 +21,8 @@ from faultlens.context import (
     outgoing_headers,
     wrap,
 )
-from faultlens.errors import FaultlensError
+from faultlens.errors import FaultlensError, handle
+from faultlens.errors._capture import capture
 from faultlens.logs import get_logger
 from faultlens.operations import operation
 
@@ -31,12 +32,14 @@ __all__ = [
     "RequestContext",
     "__version__",
     "bind",
+    "capture",
     "configure",
     "correlate",
     "correlation_id",
     "current_context",
     "get_config",
     "get_logger",
+    "handle",
     "operation",
     "outgoing_headers",
     "shutdown",

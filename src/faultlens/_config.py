@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import IO, Any, Literal
 
+from faultlens import recorder as _recorder
 from faultlens._metrics import counters
 from faultlens.context import set_header_names
 from faultlens.errors import ConfigurationError
+from faultlens.errors._capture import CaptureSettings, set_capture_settings
+from faultlens.errors._hooks import install_unhandled_hooks, uninstall_unhandled_hooks
 from faultlens.logs import LogSettings, configure_logging
 from faultlens.redaction import Redactor, set_redactor
 
@@ -30,6 +33,10 @@ class Config:
     request_id_header: str = "X-Request-ID"
     rename_fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     redactor: Redactor = field(default_factory=Redactor)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    capture_unhandled: bool = False
+    store: str | _recorder.EventWriter | None = None
+    recorder: _recorder.RecorderSettings = field(default_factory=_recorder.RecorderSettings)
 
 
 _lock = threading.Lock()
@@ -48,6 +55,10 @@ def configure(
     rename_fields: Mapping[str, str] | None = None,
     redactor: Redactor | None = None,
     install_log_handler: bool = True,
+    capture: CaptureSettings | None = None,
+    capture_unhandled: bool = False,
+    store: str | _recorder.EventWriter | None = None,
+    recorder: _recorder.RecorderSettings | None = None,
 ) -> Config:
     """Set faultlens up for this process and return the applied :class:`Config`.
 
@@ -57,6 +68,19 @@ def configure(
     to every log line.  Calling it again replaces the previous settings.
     ``install_log_handler=False`` leaves logging alone (for applications that
     install :class:`faultlens.logs.JSONFormatter` themselves).
+
+    ``capture`` sets how error events are built (breadcrumbs, in-app frames,
+    limits; see :class:`faultlens.errors.CaptureSettings`).  ``capture_unhandled=True``
+    installs hooks that capture and log exceptions nothing caught
+    (``sys.excepthook``, ``threading.excepthook``, and the asyncio handler of the
+    running loop); without it, hooks a previous call installed are removed.
+
+    ``store`` (a URL such as ``"sqlite:///faultlens.db"``, or a store object)
+    starts the recorder, which writes every event to it from a background
+    thread; ``recorder`` tunes its batching, queue bound and spool (see
+    :class:`faultlens.recorder.RecorderSettings`).  Without ``store`` no
+    events are recorded, and a recorder a previous call started is flushed and
+    stopped.
     """
     for name, header in (
         ("correlation_header", correlation_header),
@@ -64,6 +88,8 @@ def configure(
     ):
         if not header or not header.isascii() or any(c in header for c in " :\r\n\t"):
             raise ConfigurationError(f"{name} must be an HTTP header name, not {header!r}")
+    # Built before anything is applied: a bad store or setting leaves the old config.
+    new_recorder = _recorder.Recorder(store, settings=recorder) if store is not None else None
     static: dict[str, Any] = {}
     if service:
         static["service"] = service
@@ -78,6 +104,10 @@ def configure(
         request_id_header=request_id_header,
         rename_fields=MappingProxyType(dict(rename_fields or {})),
         redactor=redactor or Redactor(),
+        capture=capture or CaptureSettings(),
+        capture_unhandled=capture_unhandled,
+        store=store,
+        recorder=recorder or _recorder.RecorderSettings(),
     )
     global _config
     with _lock:
@@ -93,6 +123,12 @@ def configure(
                     static=MappingProxyType(static),
                 ),
             )
+        set_capture_settings(config.capture)
+        if capture_unhandled:
+            install_unhandled_hooks()
+        else:
+            uninstall_unhandled_hooks()
+        _recorder._install(new_recorder)
         _config = config
     return config
 
@@ -103,7 +139,14 @@ def get_config() -> Config | None:
 
 
 def shutdown() -> None:
-    """Flush what faultlens buffers and stop its background work; safe to call twice."""
+    """Flush what faultlens buffers and stop its background work; safe to call twice.
+
+    Also removes the unhandled-exception hooks ``configure(capture_unhandled=True)``
+    installed, and flushes and stops the recorder (waiting at most its
+    ``shutdown_timeout``; what is still queued then is dropped and counted).
+    """
+    uninstall_unhandled_hooks()
+    _recorder._stop()
     for handler in logging.getLogger().handlers:
         if getattr(handler, "faultlens_installed", False):
             try:
@@ -117,6 +160,12 @@ def stats() -> dict[str, int]:
 
     Keys are dotted names (``context.invalid_correlation_id``,
     ``logs.write_errors``, ``events.subscriber_errors``…); a key is absent
-    until its counter first moves.
+    until its counter first moves.  While a recorder runs, its current levels
+    ``recorder.queue_depth`` and ``recorder.spool_bytes`` are included too.
     """
-    return counters.snapshot()
+    snapshot = counters.snapshot()
+    running = _recorder.get_recorder()
+    if running is not None:
+        snapshot.update(running.gauges())
+        snapshot = dict(sorted(snapshot.items()))
+    return snapshot

@@ -223,6 +223,7 @@ _AS_GIVEN = frozenset(
     }
 )
 _NO_PERMISSIONS: frozenset[str] = frozenset()
+_CONTEXT_STAMP = "__faultlens_context__"  # read by faultlens.errors.capture and its hooks
 _SPAN_ID = "<span id>"  # sentinel for _build: "use the span id as the request id"
 _new_tuple = tuple.__new__
 _time = time.time
@@ -502,6 +503,13 @@ class use:
         self._token = None
         if token is None:
             return
+        if exc is not None and not hasattr(exc, _CONTEXT_STAMP):
+            # The innermost scope an exception escapes from is its context, for hooks
+            # that run after every scope has exited (sys.excepthook, threading).
+            try:  # noqa: SIM105 (try is cheaper than contextlib.suppress here)
+                setattr(exc, _CONTEXT_STAMP, self.context)
+            except Exception:  # exceptions that refuse attributes keep working
+                pass
         try:
             _current.reset(token)
         except ValueError:

@@ -176,7 +176,10 @@ def _json_default(value: Any) -> Any:
         text = repr(value)
     except Exception:  # a __repr__ that raises must not lose the line
         return f"<unrepresentable {type(value).__name__}>"
-    return text[:2048]
+    # The redactor passes unknown objects through, so their repr is the first place
+    # their contents become text: a secret inside it is redacted here.  Cut before
+    # (bounded cost) and after (bounded output).
+    return get_redactor().redact_text(text[:8192])[:2048]
 
 
 # orjson's mode for non-str keys costs about a third of a serialisation; lines almost
@@ -441,7 +444,7 @@ def _dumps_fallback(out: dict[str, Any]) -> bytes:
             {
                 k: v
                 if isinstance(v, str | int | float | bool | None) and _small_int(v)
-                else _stringify(v)
+                else get_redactor().redact_text(_stringify(v))
                 for k, v in out.items()
             },
             option=_DUMPS_OPTIONS,
@@ -463,7 +466,7 @@ def _value_json(value: Any) -> bytes:
     try:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:
-        return orjson.dumps(_stringify(value))
+        return orjson.dumps(get_redactor().redact_text(_stringify(value)))
 
 
 def _shrink(out: dict[str, Any], max_bytes: int) -> bytes:
@@ -713,10 +716,13 @@ class FaultlensHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     stream.flush()
             else:  # another formatter: format under the lock, as the stdlib does
                 with self.lock:  # type: ignore[union-attr]
-                    msg = self.format(record)
+                    text = self.format(record)
                     stream = self.stream
-                    stream.write(msg + self.terminator)
+                    stream.write(text + self.terminator)
                     stream.flush()
+            crumbs = _breadcrumbs
+            if crumbs is not None:
+                crumbs.add(record.__dict__.get("faultlens_context") or _current_get(), text)
         except RecursionError:  # the stdlib's rule: never swallow a recursion error
             raise
         except Exception:
@@ -909,6 +915,10 @@ def _factory_matches_stdlib() -> bool:
 
 _sink: FaultlensHandler | None = None
 _sink_settings = LogSettings()
+# faultlens.errors keeps each correlation's last lines as breadcrumbs for its error
+# events: it installs its buffer here (None: off).  Written lines are handed over with
+# one call, after the write.
+_breadcrumbs: Any = None
 
 
 def configure_logging(
@@ -1138,6 +1148,10 @@ class StructuredLogger:
                 stream.flush()
         except Exception:
             sink.handleError(None)  # type: ignore[arg-type]
+            return
+        crumbs = _breadcrumbs
+        if crumbs is not None:
+            crumbs.add(_current_get(), text)
 
     def _via_stdlib(
         self,

@@ -13,6 +13,9 @@ assert logs[0]["n"] == 1
 with FakeClock() as clock:           # operations measure durations with it
     with operation("slow", budget_ms=10):
         clock.advance(0.05)
+
+with no_wait(max_attempts=2):        # recovery policies retry without waiting
+    flaky_call()
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ from faultlens import events as _events
 from faultlens import logs as _logs
 from faultlens import operations as _operations
 
-__all__ = ["CapturedEvents", "CapturedLogs", "FakeClock", "capture_events", "capture_logs"]
+__all__ = [
+    "CapturedEvents",
+    "CapturedLogs",
+    "FakeClock",
+    "capture_events",
+    "capture_logs",
+    "no_wait",
+]
 
 
 class CapturedEvents(list[_events.Event]):
@@ -177,3 +187,29 @@ class FakeClock:
             module, attr, value = self._saved.pop()
             setattr(module, attr, value)
         _clock.set_clock(self._previous_clock)
+
+
+@contextmanager
+def no_wait(max_attempts: int | None = None) -> Iterator[None]:
+    """Make every recovery policy's wait zero inside the block (and cap retry attempts).
+
+    Retries happen at once, without calling ``sleep`` at all, so a test of a
+    flaky dependency runs in microseconds; ``max_attempts`` additionally caps
+    every retry policy's attempts (``1``: no retries at all).  Deadlines and
+    timeouts still apply; drive them with :class:`FakeClock`.  Process-wide,
+    like stamina's ``set_testing``: do not use it from tests running in
+    parallel threads.  Nesting restores the outer setting on exit.
+    """
+    from faultlens.errors import ConfigurationError
+    from faultlens.recovery._backoff import testing
+
+    if max_attempts is not None and (
+        not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+    ):
+        raise ConfigurationError(f"no_wait max_attempts must be an int >= 1, got {max_attempts!r}")
+    previous = (testing.active, testing.max_attempts)
+    testing.active, testing.max_attempts = True, max_attempts
+    try:
+        yield
+    finally:
+        testing.active, testing.max_attempts = previous

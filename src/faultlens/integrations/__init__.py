@@ -14,4 +14,16 @@ missing raises :class:`~faultlens.errors.MissingExtraError` naming the
 Both open a correlation context per HTTP request (validated ids, W3C trace
 context, client address behind trusted proxies), answer with the correlation
 headers and write one structured access-log line.  See ``docs/middleware.md``.
+
+The framework integrations add safe error answers (captured once, answered with
+:func:`faultlens.handle`'s message as JSON, problem JSON or an escaped HTML
+page) on top; see ``docs/integrations.md``:
+
+* :mod:`faultlens.integrations.fastapi` — ``install(app)`` for FastAPI and
+  Starlette (extra ``fastapi``).
+* :mod:`faultlens.integrations.flask` — ``install(app)`` (extra ``flask``).
+* :mod:`faultlens.integrations.django` — ``FaultlensMiddleware``, sync and
+  async, and error views for ``handler404``/``handler500`` (extra ``django``).
+* :mod:`faultlens.integrations.streamlit` — ``@handle_streamlit_exceptions``
+  for page functions (extra ``streamlit``).
 """

@@ -1,0 +1,323 @@
+"""Grouping: which error events are the same issue.
+
+:func:`fingerprint` turns an ``error`` event into a :class:`Grouping`: a stable
+hash of the event's *grouping components*, the algorithm version that made it,
+a title and a culprit for the issue.  Events with equal fingerprints are one
+issue.  ``docs/grouping.md`` describes the rules; in short (version 1):
+
+1. A custom fingerprint (``capture(exc, fingerprint=[...])``) wins.  Its parts
+   are the components, and a part ``{{ default }}`` expands to the components
+   the rules below would give.
+2. Otherwise, for the captured exception and every link of its chain
+   (``__cause__`` / ``__context__``), from the root cause to the captured one:
+   the exception type (``module.qualname``) and its *in-app* frames as
+   ``module.function`` (never line numbers, so editing a file does not split
+   issues; consecutive repeats, i.e. recursion, count once).  An exception with
+   frames but none of them in-app contributes all of its frames instead.
+   ExceptionGroup members contribute their types, sorted and deduplicated.
+3. When the captured exception has no frames at all (created, never raised),
+   its type and its *normalised* message (:func:`normalize_message`: numbers,
+   ids, addresses, quoted values... replaced by placeholders) are the components.
+
+Events of any other kind are not grouped: :func:`fingerprint` returns ``None``
+for them.  Payloads read back from a store or a spool are untrusted: a
+malformed one still gets a grouping (by whatever it holds), never an exception.
+
+Algorithms are versioned: ``GROUPING_ALGORITHMS`` maps every version ever
+shipped to its function, so a store can compute an event's fingerprint under the
+version an existing issue was created with (``fingerprint(event, version=1)``)
+and keep matching it after the default changes.  The version is not hashed in:
+a new version that yields the same components yields the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from faultlens.events import ERROR, Event
+from faultlens.redaction import get_redactor
+
+__all__ = [
+    "DEFAULT_PLACEHOLDER",
+    "GROUPING_ALGORITHMS",
+    "GROUPING_VERSION",
+    "Grouping",
+    "fingerprint",
+    "grouping_components",
+    "normalize_message",
+]
+
+GROUPING_VERSION: Final = 1
+"""The version :func:`fingerprint` uses unless told otherwise."""
+
+DEFAULT_PLACEHOLDER: Final = "{{ default }}"
+"""The custom-fingerprint part that expands to the default components."""
+
+_DEFAULT_PART = re.compile(r"\{\{\s*default\s*\}\}")
+_TITLE_MAX: Final = 200
+_CULPRIT_MAX: Final = 200
+_MESSAGE_MAX: Final = 1024  # normalised message: enough to tell messages apart
+_NORMALIZE_INPUT_MAX: Final = 4096  # bounds the regex work on hostile messages
+_MAX_LINKS: Final = 16
+_MAX_FRAMES: Final = 200
+_MAX_CUSTOM_PARTS: Final = 32
+_MAX_PART_CHARS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """How one error event is grouped into an issue.
+
+    ``fingerprint`` is 40 hex characters (SHA-1 of the components); equal
+    fingerprints mean one issue.  ``version`` is the algorithm that made it.
+    ``title`` is the issue's headline (``"KeyError: 'user'"``: the short type
+    name and the first line of the redacted message, whitespace collapsed,
+    capped at 200 characters).  ``culprit`` names where it happened
+    (``"myapp.orders in create_order"``), or is ``None`` without frames.
+    """
+
+    fingerprint: str
+    version: int
+    title: str
+    culprit: str | None
+
+
+# --- message normalisation --------------------------------------------------------------
+
+# Applied in order; each turns a family of variable values into a placeholder.
+# Earlier rules take whole tokens that later ones would only partly match (a UUID
+# holds hex and numbers, an e-mail or URL holds a path, a timestamp holds numbers).
+_QUOTED = re.compile(r"""(?<!\w)(?:'[^'\n]{0,512}'|"[^"\n]{0,512}"|`[^`\n]{0,512}`)(?!\w)""")
+_TIMESTAMP = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"
+    r"(?:\s?Z|\s?[+-]\d{2}:?\d{2}|\s?UTC)?)?(?!\d)"
+    r"|\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?(?!\d)",
+    re.IGNORECASE,
+)
+_UUID = re.compile(r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b", re.I)
+_EMAIL = re.compile(r"[\w.+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})+")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]{1,15}://[^\s'\"<>]+", re.IGNORECASE)
+_PATH = re.compile(
+    r"(?<![\w/.~])(?:~|\.{1,2})?(?:/[\w.@%+-]+){2,}/?"  # POSIX, two segments or more
+    r"|\b[A-Za-z]:\\[^\s'\"<>|]*"  # Windows
+)
+_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w.]*\w)")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}(?![\w:])", re.IGNORECASE)
+_HEX = re.compile(r"\b0x[0-9a-f]+\b|\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,}\b", re.I)
+# A number standing alone or attached by "_"/"-" (item_42, worker-3), with an
+# optional unit of up to two letters kept as written (10ms, 3s, 50%).
+_NUMBER = re.compile(r"(?<![A-Za-z\d.])[-+]?(\d+(?:\.\d+)*)([A-Za-zµ%]{0,2})(?![A-Za-z\d])")
+_SPACES = re.compile(r"\s+")
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    text = match.group(0)
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:  # "a:b:c" in prose, or a time already replaced: not an address
+        return text
+    return "<ip>"
+
+
+def _number(match: re.Match[str]) -> str:
+    placeholder = "<float>" if "." in match.group(1) else "<int>"
+    return placeholder + match.group(2)
+
+
+def normalize_message(text: object) -> str:
+    """Return ``text`` with its variable parts replaced by placeholders.
+
+    Quoted values become ``<quoted>``, timestamps ``<timestamp>``, UUIDs
+    ``<uuid>``, e-mail addresses ``<email>``, URLs ``<url>``, file paths
+    ``<path>``, IP addresses (with a port) ``<ip>``, hex ids (``0x7f3a``, or seven
+    or more hex digits mixing digits and letters) ``<hex>``, and numbers ``<int>``
+    / ``<float>`` (a unit written right after them, ``10ms``, is kept).  Runs of
+    whitespace become one space.  Messages that differ only in such values
+    normalise to the same text.  Never raises: anything that is not a ``str`` is
+    treated as empty, and input beyond 4096 characters is ignored.
+    """
+    if not isinstance(text, str):
+        return ""
+    text = str.__str__(text)[:_NORMALIZE_INPUT_MAX]
+    text = _QUOTED.sub("<quoted>", text)
+    text = _TIMESTAMP.sub("<timestamp>", text)
+    text = _UUID.sub("<uuid>", text)
+    text = _EMAIL.sub("<email>", text)
+    text = _URL.sub("<url>", text)
+    text = _PATH.sub("<path>", text)
+    text = _IPV4.sub("<ip>", text)
+    text = _IPV6.sub(_ipv6, text)
+    text = _HEX.sub("<hex>", text)
+    text = _NUMBER.sub(_number, text)
+    return _SPACES.sub(" ", text).strip()[:_MESSAGE_MAX]
+
+
+# --- reading an untrusted payload ----------------------------------------------------------
+
+
+def _str(value: Any, limit: int = _MAX_PART_CHARS) -> str | None:
+    return value[:limit] if isinstance(value, str) else None
+
+
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _frames(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [f for f in _list(node.get("frames"))[:_MAX_FRAMES] if isinstance(f, Mapping)]
+
+
+def _frame_name(frame: Mapping[str, Any]) -> str:
+    """``module.function``; the file's base name stands in for a missing module."""
+    module = _str(frame.get("module"))
+    if not module:
+        filename = _str(frame.get("filename"), 4096) or "?"
+        module = filename.replace("\\", "/").rsplit("/", 1)[-1][:_MAX_PART_CHARS]
+    function = _str(frame.get("function")) or "?"
+    return f"{module}.{function}"
+
+
+def _stack(frames: list[Mapping[str, Any]]) -> list[str]:
+    """In-app frames (all frames when none is), outermost first, recursion collapsed."""
+    chosen = [f for f in frames if f.get("in_app") is True] or frames
+    out: list[str] = []
+    for frame in chosen:
+        name = _frame_name(frame)
+        if not out or out[-1] != name:
+            out.append(name)
+    return out
+
+
+def _type(node: Mapping[str, Any]) -> str:
+    return _str(node.get("type")) or "<unknown type>"
+
+
+def _exception_components(node: Mapping[str, Any]) -> list[str]:
+    parts = [f"type:{_type(node)}"]
+    parts.extend(f"frame:{name}" for name in _stack(_frames(node)))
+    members = [m for m in _list(node.get("group")) if isinstance(m, Mapping)]
+    if members:
+        parts.extend(f"member:{t}" for t in sorted({_type(m) for m in members}))
+    return parts
+
+
+def _default_v1(payload: Mapping[str, Any]) -> list[str]:
+    if not _frames(payload):
+        message = payload.get("message")
+        return [f"type:{_type(payload)}", f"message:{normalize_message(message)}"]
+    links = [link for link in _list(payload.get("chain")) if isinstance(link, Mapping)]
+    parts: list[str] = []
+    # The chain is stored most recent link first; components run from the root
+    # cause to the captured exception, the order a traceback prints them.
+    for link in reversed(links[:_MAX_LINKS]):
+        parts.extend(_exception_components(link))
+    parts.extend(_exception_components(payload))
+    return parts
+
+
+GROUPING_ALGORITHMS: Mapping[int, Callable[[Mapping[str, Any]], list[str]]] = {
+    1: _default_v1,
+}
+"""Every grouping version ever shipped: version -> default-components function."""
+
+
+def _custom(payload: Mapping[str, Any]) -> list[str] | None:
+    value = payload.get("fingerprint")
+    if isinstance(value, str):
+        value = [value]
+    parts = [p[:_MAX_PART_CHARS] for p in _list(value)[:_MAX_CUSTOM_PARTS] if isinstance(p, str)]
+    return parts or None
+
+
+def grouping_components(event: Event, *, version: int = GROUPING_VERSION) -> tuple[str, ...]:
+    """The strings an event's fingerprint hashes (for "why were these grouped?").
+
+    Raises ``ValueError`` for an unknown ``version`` (a caller bug, not bad data).
+    """
+    algorithm = GROUPING_ALGORITHMS.get(version)
+    if algorithm is None:
+        raise ValueError(
+            f"unknown grouping version {version!r}; known: {sorted(GROUPING_ALGORITHMS)}"
+        )
+    payload = event.payload if isinstance(event.payload, Mapping) else {}
+    custom = _custom(payload)
+    if custom is None:
+        return tuple(algorithm(payload))
+    parts: list[str] = []
+    for part in custom:
+        if _DEFAULT_PART.fullmatch(part.strip()):
+            parts.extend(algorithm(payload))
+        else:
+            parts.append(f"custom:{part}")
+    return tuple(parts)
+
+
+def _hash(components: Sequence[str]) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    for part in components:
+        # Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _one_line(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def _title(payload: Mapping[str, Any], name: str) -> str:
+    full = _str(payload.get("type"), 1024) or _one_line(name)[:1024] or "Error"
+    short = full.rsplit(".", 1)[-1] or full
+    message = payload.get("message")
+    first = ""
+    if isinstance(message, str):
+        first = _one_line(message[: _TITLE_MAX * 4].split("\n", 1)[0])
+    title = f"{short}: {first}" if first else short
+    title = get_redactor().redact_text(title)
+    return title if len(title) <= _TITLE_MAX else title[: _TITLE_MAX - 1] + "…"
+
+
+def _culprit(payload: Mapping[str, Any]) -> str | None:
+    """The innermost in-app frame of the captured exception, else of its root cause."""
+    candidates = [payload]
+    links = [link for link in _list(payload.get("chain")) if isinstance(link, Mapping)]
+    if links:
+        candidates.append(links[-1])
+    for node in candidates:
+        frames = _frames(node)
+        in_app = [f for f in frames if f.get("in_app") is True]
+        if in_app:
+            return _site(in_app[-1])
+    frames = _frames(payload)
+    return _site(frames[-1]) if frames else None
+
+
+def _site(frame: Mapping[str, Any]) -> str:
+    module = _str(frame.get("module")) or _str(frame.get("filename"), 4096) or "?"
+    function = _str(frame.get("function")) or "?"
+    return f"{module} in {function}"[:_CULPRIT_MAX]
+
+
+def fingerprint(event: Event, *, version: int = GROUPING_VERSION) -> Grouping | None:
+    """Group an ``error`` event; ``None`` for events of any other kind.
+
+    Never raises on a malformed payload (it is grouped by what it holds); raises
+    ``ValueError`` only for an unknown ``version``.  Costs tens of microseconds:
+    call it off the hot path (the store does, while writing).
+    """
+    if event.kind != ERROR:
+        return None
+    components = grouping_components(event, version=version)
+    payload = event.payload if isinstance(event.payload, Mapping) else {}
+    return Grouping(
+        fingerprint=_hash(components),
+        version=version,
+        title=_title(payload, event.name if isinstance(event.name, str) else ""),
+        culprit=_culprit(payload),
+    )

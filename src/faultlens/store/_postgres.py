@@ -1,0 +1,252 @@
+"""The PostgreSQL store: psycopg 3, a connection pool, COPY for batches, jsonb payloads.
+
+Several processes (and machines) can write at once.  A batch is copied into a
+temporary table and inserted with ``INSERT ... SELECT ... ON CONFLICT (id) DO
+NOTHING RETURNING id``, which says exactly which events are new even when two
+writers replay the same batch.  Issues are locked (``SELECT ... FOR UPDATE``) in
+one global order while they are updated, and the primary key of
+``issue_fingerprints`` decides which writer creates a new issue, so counts stay
+exact under concurrency.  Migrations run under ``pg_advisory_xact_lock``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+import orjson
+
+from faultlens._clock import get_clock
+from faultlens.errors import MissingExtraError
+from faultlens.store._migrate import SCHEMA_MIGRATIONS_SQL, pending
+from faultlens.store._sanitize import Cleaned
+from faultlens.store._sql import Cursor, Grouped, SQLStore
+
+__all__ = ["PostgresStore"]
+
+_MEMBER_COLUMNS: Final = {"issue_users": "user_id", "issue_sessions": "session_id"}
+_INCOMING: Final = "faultlens_incoming"
+_INCOMING_DDL: Final = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_INCOMING} ("
+    "id text, kind text, name text, timestamp double precision, correlation_id text, "
+    "trace_id text, span_id text, tenant_id text, user_id text, category text, layer text, "
+    "payload jsonb) ON COMMIT DELETE ROWS"
+)
+_COPY_COLUMNS: Final = (
+    "id, kind, name, timestamp, correlation_id, trace_id, span_id, tenant_id, user_id, "
+    "category, layer, payload"
+)
+_INSERT_FROM_INCOMING: Final = (
+    f"INSERT INTO events ({_COPY_COLUMNS}) SELECT {_COPY_COLUMNS} FROM {_INCOMING} "
+    # Sorted: concurrent writers of overlapping batches take row locks in one order.
+    "ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+@lru_cache(maxsize=512)
+def _translate(text: str) -> str:
+    return text.replace("?j", "%s::jsonb").replace("?", "%s")
+
+
+class PostgresStore(SQLStore):
+    """The PostgreSQL store; get one with ``faultlens.store.open("postgresql://...")``."""
+
+    backend: Literal["sqlite", "postgres"] = "postgres"
+    _for_update = " FOR UPDATE"
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        schema: str | None,
+        url: str,
+        shown: str,
+        auto_migrate: bool,
+        pool_size: int,
+        timeout: float,
+    ) -> None:
+        super().__init__(url=url, shown=shown, auto_migrate=auto_migrate)
+        try:
+            import psycopg
+            import psycopg_pool  # noqa: F401
+        except ImportError as exc:
+            raise MissingExtraError("postgres", "the PostgreSQL store") from exc
+        self._psycopg = psycopg
+        self._db_errors = (psycopg.Error,)
+        self._conninfo = conninfo
+        self._schema = schema
+        self._pool_size = pool_size
+        self._timeout = timeout
+        self._pool: Any = None
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
+        self._stale: list[Any] = []
+
+    # -- connections -------------------------------------------------------------------
+
+    def _configure(self, conn: Any) -> None:
+        from psycopg import sql
+        from psycopg.types.json import set_json_loads
+
+        with conn.cursor() as cur:
+            if self._schema is not None:
+                cur.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
+            cur.execute(_INCOMING_DDL)
+        conn.commit()
+        set_json_loads(orjson.loads, conn)
+
+    def _connections(self) -> Any:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._pool_lock:
+            if self._pool is None or self._pid != os.getpid():
+                from psycopg.conninfo import conninfo_to_dict
+                from psycopg_pool import ConnectionPool
+
+                if self._pool is not None:
+                    # Forked: the parent's connections are not ours to use or close.
+                    self._stale.append(self._pool)
+                kwargs: dict[str, Any] = {"application_name": "faultlens"}
+                if "connect_timeout" not in conninfo_to_dict(self._conninfo):
+                    kwargs["connect_timeout"] = max(1, round(self._timeout))
+                pool = ConnectionPool(
+                    self._conninfo,
+                    kwargs=kwargs,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    open=False,
+                    configure=self._configure,
+                    check=ConnectionPool.check_connection,
+                    timeout=self._timeout,
+                    name="faultlens-store",
+                )
+                pool.open(wait=False)
+                self._pool = pool
+                self._pid = os.getpid()
+            return self._pool
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        # The pool's context commits when the block succeeds and rolls back otherwise.
+        with self._connections().connection(timeout=self._timeout) as conn, conn.cursor() as cur:
+            yield cur
+
+    _read = _write
+
+    def _release(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.close()
+            self._pool = None
+
+    def _hint(self, exc: BaseException) -> str:
+        from psycopg_pool import PoolTimeout
+
+        if isinstance(exc, PoolTimeout):
+            return (
+                f" (no connection within {self._timeout:g}s: is the server up, reachable "
+                "and accepting this user?)"
+            )
+        return ""
+
+    # -- dialect -----------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        return _translate(text)
+
+    def _load_json(self, value: Any) -> Any:
+        return value  # jsonb arrives parsed (by orjson, see _configure)
+
+    def _bucket_sql(self) -> str:
+        return "floor(timestamp / ?)::bigint"
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _schema_is_current(self) -> bool:
+        with self._read() as cur:
+            cur.execute("SELECT to_regclass('schema_migrations')")
+            if cur.fetchone()[0] is None:
+                return False
+            cur.execute("SELECT version, checksum FROM schema_migrations")
+            return not pending("postgres", cur.fetchall())
+
+    def _apply_migrations(self) -> list[int]:
+        from psycopg import sql
+
+        with self._write() as cur:
+            # Transaction-scoped: released at commit or rollback, whatever happens.
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                (f"faultlens.migrate:{self._schema or ''}",),
+            )
+            if self._schema is not None:
+                cur.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema))
+                )
+            cur.execute(SCHEMA_MIGRATIONS_SQL)
+            cur.execute("SELECT version, checksum FROM schema_migrations")
+            todo = pending("postgres", cur.fetchall())
+            for migration in todo:
+                cur.execute(migration.sql)
+                cur.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                    "VALUES (%s, %s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum, get_clock().time()),
+                )
+            return [m.version for m in todo]
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _write_chunk(self, cur: Cursor, chunk: list[Cleaned], groups: dict[str, Grouped]) -> int:
+        pg: Any = cur
+        with pg.copy(f"COPY {_INCOMING} ({_COPY_COLUMNS}) FROM STDIN") as copy:
+            for c in chunk:
+                e = c.event
+                copy.write_row(
+                    (
+                        e.id,
+                        e.kind,
+                        e.name,
+                        e.timestamp,
+                        e.correlation_id,
+                        e.trace_id,
+                        e.span_id,
+                        e.tenant_id,
+                        e.user_id,
+                        c.category,
+                        c.layer,
+                        c.payload_json,
+                    )
+                )
+        cur.execute(_INSERT_FROM_INCOMING)
+        new_ids = {row[0] for row in cur.fetchall()}
+        if groups and new_ids:
+            assignments = self._upsert_issues(
+                cur,
+                (
+                    (c, groups[c.event.id])
+                    for c in chunk
+                    if c.event.id in groups and c.event.id in new_ids
+                ),
+            )
+            if assignments:
+                cur.execute(
+                    "UPDATE events AS e SET issue_id = v.issue_id "
+                    "FROM unnest(%s::text[], %s::bigint[]) AS v(id, issue_id) WHERE e.id = v.id",
+                    (list(assignments), list(assignments.values())),
+                )
+        return len(new_ids)
+
+    def _add_members(self, cur: Cursor, table: str, issue_id: int, values: Iterable[str]) -> int:
+        column = _MEMBER_COLUMNS[table]
+        cur.execute(
+            f"INSERT INTO {table} (issue_id, {column}) SELECT %s, unnest(%s::text[]) "
+            "ON CONFLICT DO NOTHING",
+            (issue_id, list(values)),
+        )
+        return int(cur.rowcount)

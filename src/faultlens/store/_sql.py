@@ -1,0 +1,1147 @@
+"""What the SQLite and PostgreSQL stores share: the write path, grouping, queries.
+
+The backends differ in connections, transactions, bulk insertion and a few SQL
+spellings; everything else is here, written once, so both stores behave the same
+and run the same test suite.  Shared SQL is written with ``?`` placeholders (``?j``
+for a JSON value); the PostgreSQL store translates them.
+
+Writing a batch (one short transaction per chunk of at most ``max_batch`` events):
+
+1. each event is cleaned (``_sanitize``) and each error event fingerprinted, before
+   the transaction starts;
+2. the backend inserts the events ``ON CONFLICT (id) DO NOTHING`` and learns which
+   ones are new;
+3. the new error events are grouped by ``(tenant, fingerprint)`` and each group
+   updates or creates its issue (:meth:`SQLStore._upsert_group`), in sorted key
+   order so that concurrent PostgreSQL writers lock issues in the same order;
+4. the new error events point at their issue.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, Protocol
+
+import orjson
+
+from faultlens._clock import get_clock
+from faultlens._metrics import counters, report_once
+from faultlens.errors import FaultlensError, NotFoundError, ValidationError
+from faultlens.events import ERROR, Event
+from faultlens.store._protocol import CleanupProgress
+from faultlens.store._sanitize import Cleaned, clean_event, clean_payload, clip
+from faultlens.store._types import (
+    ISSUE_STATUSES,
+    AuditEntry,
+    Count,
+    CountBy,
+    Issue,
+    IssueSort,
+    IssueStatus,
+    Page,
+    StoredEvent,
+    StoreError,
+    instant,
+    limit,
+    seconds,
+)
+
+__all__ = ["SQLStore"]
+
+EVENT_COLUMNS: Final = (
+    "id, kind, name, timestamp, correlation_id, trace_id, span_id, tenant_id, user_id, "
+    "issue_id, category, layer, payload"
+)
+_EVENT_SELECT: Final = (
+    "id, kind, name, timestamp, correlation_id, trace_id, span_id, tenant_id, user_id, "
+    "issue_id, payload"
+)
+_ISSUE_SELECT: Final = (
+    "id, fingerprint, grouping_version, tenant_id, title, culprit, category, layer, severity, "
+    "status, first_seen, last_seen, event_count, user_count, session_count, regressed, "
+    "regressed_at, resolved_at, merged_into, last_event_id"
+)
+_AUDIT_SELECT: Final = "id, timestamp, actor, action, target, tenant_id, details"
+_SORT_COLUMNS: Final = {
+    "last_seen": "last_seen",
+    "count": "event_count",
+    "first_seen": "first_seen",
+}
+_COUNT_KEYS: Final = {"category": "category", "layer": "layer", "issue": "issue_id"}
+_SETTABLE_STATUSES: Final = frozenset({"unresolved", "resolved", "ignored"})
+_MAX_BUCKETS: Final = 100_000
+_MAX_TITLE_CHARS: Final = 1024
+_MAX_ACTOR_CHARS: Final = 256
+_SYSTEM_ACTOR: Final = "faultlens"
+_MERGE_HOPS: Final = 32
+
+
+class Cursor(Protocol):
+    """The DB-API cursor surface both drivers provide."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, query: Any, params_seq: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Grouped:
+    """How one error event is grouped (the result of ``fingerprint(event)``)."""
+
+    __slots__ = ("culprit", "fingerprint", "title", "version")
+
+    def __init__(self, fingerprint: str, version: int, title: str, culprit: str | None) -> None:
+        self.fingerprint = fingerprint
+        self.version = version
+        self.title = title
+        self.culprit = culprit
+
+
+_fingerprint_fn: Callable[[Event], Any] | None = None
+
+
+def group_event(event: Event) -> Grouped:
+    """Fingerprint a cleaned error event; a failure falls back to grouping by name."""
+    global _fingerprint_fn
+    try:
+        fn = _fingerprint_fn
+        if fn is None:
+            from faultlens.store._fingerprint import fingerprint as found
+
+            fn = _fingerprint_fn = found
+        result = fn(event)
+        if result is None:
+            raise ValueError("not grouped")
+        digest = str(result.fingerprint)
+        if not digest:
+            raise ValueError("empty fingerprint")
+        title = result.title
+        culprit = result.culprit
+        return Grouped(
+            clip(digest, 256),
+            int(result.version),
+            clip(str(title), _MAX_TITLE_CHARS) if title else event.name,
+            None if culprit is None else clip(str(culprit), _MAX_TITLE_CHARS),
+        )
+    except Exception as exc:  # grouping must never lose the event
+        counters.incr("store.fingerprint_failures")
+        report_once(
+            "store.fingerprint",
+            f"fingerprinting an error event failed ({type(exc).__name__}); such events are "
+            "grouped by kind and name, counted in faultlens.stats()['store.fingerprint_failures']",
+        )
+        fallback = hashlib.sha256(f"{event.kind}\x1f{event.name}".encode()).hexdigest()[:40]
+        return Grouped(fallback, 0, event.name, None)
+
+
+def legacy_versions(current: int) -> list[int]:
+    """Grouping versions older than ``current``, newest first."""
+    try:
+        from faultlens.store._fingerprint import GROUPING_ALGORITHMS
+    except ImportError:
+        return []
+    return sorted((v for v in GROUPING_ALGORITHMS if v < current), reverse=True)
+
+
+def legacy_fingerprint(event: Event, version: int) -> str | None:
+    """``event``'s fingerprint under an older grouping version, or None."""
+    try:
+        from faultlens.store._fingerprint import fingerprint
+
+        result = fingerprint(event, version=version)
+    except Exception:
+        counters.incr("store.fingerprint_failures")
+        return None
+    return None if result is None else clip(str(result.fingerprint), 256)
+
+
+class _Group:
+    """New error events of one (tenant, fingerprint) in one batch."""
+
+    __slots__ = ("events", "first", "grouped", "last", "latest", "sessions", "tenant_id", "users")
+
+    def __init__(self, tenant_id: str | None, cleaned: Cleaned, grouped: Grouped) -> None:
+        self.tenant_id = tenant_id
+        self.grouped = grouped
+        self.latest = cleaned
+        self.first = self.last = cleaned.event.timestamp
+        self.events: list[Cleaned] = []
+        self.users: set[str] = set()
+        self.sessions: set[str] = set()
+
+    def add(self, cleaned: Cleaned, grouped: Grouped) -> None:
+        self.events.append(cleaned)
+        timestamp = cleaned.event.timestamp
+        if timestamp >= self.last:
+            self.last = timestamp
+            self.latest = cleaned
+            self.grouped = grouped  # the newest event's title and culprit win
+        self.first = min(self.first, timestamp)
+        if cleaned.event.user_id:
+            self.users.add(cleaned.event.user_id)
+        if cleaned.session_id:
+            self.sessions.add(cleaned.session_id)
+
+
+# --- cursors ----------------------------------------------------------------------------
+
+
+def encode_cursor(tag: str, *position: Any) -> str:
+    """An opaque keyset position."""
+    return base64.urlsafe_b64encode(orjson.dumps([tag, *position])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, tag: str, types: tuple[type, ...]) -> list[Any]:
+    """The position in ``cursor``; a cursor of another listing or a forged one is refused."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(data, list) or len(data) != len(types) + 1 or data[0] != tag:
+            raise ValueError
+        position = data[1:]
+        for value, kind in zip(position, types, strict=True):
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError
+        return [float(v) if k is float else v for v, k in zip(position, types, strict=True)]
+    except (ValueError, TypeError, UnicodeError, orjson.JSONDecodeError):
+        raise ValidationError(
+            "invalid cursor: pass the next_cursor of the previous page of the same listing",
+            field="after",
+        ) from None
+
+
+def _text_arg(value: object, name: str, maximum: int = _MAX_ACTOR_CHARS) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} must be a non-empty string, not {value!r}", field=name)
+    return clip(value, maximum)
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{name} must be a string or None, not {value!r}", field=name)
+    return value
+
+
+def _issue_id(value: object, name: str = "issue_id") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"{name} must be a positive int, not {value!r}", field=name)
+    return value
+
+
+class SQLStore(ABC):
+    """The store logic shared by the SQLite and PostgreSQL backends."""
+
+    backend: Literal["sqlite", "postgres"]
+    _db_errors: tuple[type[BaseException], ...] = ()
+    _for_update: str = ""
+    _max_batch: int = 500
+
+    def __init__(self, *, url: str, shown: str, auto_migrate: bool) -> None:
+        self.url = url
+        self._shown = shown
+        self._auto_migrate = auto_migrate
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._closed = False
+
+    # -- backend hooks -----------------------------------------------------------------
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Cursor]:
+        """A cursor in a write transaction, committed on success (serialised writers)."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reading."""
+
+    @abstractmethod
+    def _sql(self, text: str) -> str:
+        """Shared SQL (``?`` placeholders, ``?j`` for JSON) in the backend's spelling."""
+
+    @abstractmethod
+    def _load_json(self, value: Any) -> Any:
+        """A JSON column value as read from the driver, as Python."""
+
+    @abstractmethod
+    def _write_chunk(self, cur: Cursor, chunk: list[Cleaned], groups: dict[str, Grouped]) -> int:
+        """Insert ``chunk``, group its new error events (``_upsert_issues``); return new rows."""
+
+    @abstractmethod
+    def _add_members(self, cur: Cursor, table: str, issue_id: int, values: Iterable[str]) -> int:
+        """Insert (issue_id, value) rows into issue_users/issue_sessions; return rows added."""
+
+    @abstractmethod
+    def _bucket_sql(self) -> str:
+        """SQL of the bucket number of ``timestamp`` for one ``?`` bucket size."""
+
+    @abstractmethod
+    def _apply_migrations(self) -> list[int]:
+        """Apply pending migrations under the backend's lock; return versions applied."""
+
+    @abstractmethod
+    def _schema_is_current(self) -> bool:
+        """True when every known migration is applied (a read-only check)."""
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Close connections."""
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """Translate driver errors into StoreError; make sure the schema exists first."""
+        if self._closed:
+            raise StoreError(f"{what}: the store {self._shown} is closed; open a new one")
+        try:
+            if not self._schema_ready:
+                self._ensure_schema()
+            yield
+        except FaultlensError:
+            raise
+        except self._db_errors as exc:
+            raise StoreError(
+                f"{what} failed on the {self.backend} store {self._shown}: "
+                f"{type(exc).__name__}: {str(exc).strip()[:500]}{self._hint(exc)}"
+            ) from exc
+
+    def _hint(self, exc: BaseException) -> str:
+        return ""
+
+    def _ensure_schema(self) -> None:
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            if self._auto_migrate:
+                if not self._schema_is_current():
+                    self._apply_migrations()
+            elif not self._schema_is_current():
+                raise StoreError(
+                    f"the {self.backend} store {self._shown} needs schema migrations: run "
+                    "`faultlens migrate --store URL` (or open it with migrate=True)"
+                )
+            self._schema_ready = True
+
+    def migrate(self) -> list[int]:
+        """Apply pending schema migrations; return the versions applied (often none)."""
+        if self._closed:
+            raise StoreError(f"migrate: the store {self._shown} is closed; open a new one")
+        try:
+            with self._schema_lock:
+                applied = self._apply_migrations()
+                self._schema_ready = True
+                return applied
+        except FaultlensError:
+            raise
+        except self._db_errors as exc:
+            raise StoreError(
+                f"migrating the {self.backend} store {self._shown} failed: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        """Release connections; idempotent.  A closed store raises on use."""
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> SQLStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._shown}>"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def write_events(self, events: Sequence[Event]) -> int:
+        """Store ``events``; return how many were new (see the protocol)."""
+        if isinstance(events, Event):
+            raise ValidationError("write_events takes a sequence of events, not one event")
+        batch: list[Cleaned] = []
+        seen: set[str] = set()
+        for event in events:
+            if not isinstance(event, Event):
+                raise ValidationError(
+                    f"write_events takes faultlens.events.Event objects, not {type(event)!r}"
+                )
+            cleaned = clean_event(event)
+            if cleaned.event.id in seen:
+                continue
+            seen.add(cleaned.event.id)
+            batch.append(cleaned)
+        if not batch:
+            return 0
+        written = 0
+        with self._guard("writing events"):
+            for start in range(0, len(batch), self._max_batch):
+                chunk = batch[start : start + self._max_batch]
+                groups = {c.event.id: group_event(c.event) for c in chunk if c.event.kind == ERROR}
+                with self._write() as cur:
+                    written += self._write_chunk(cur, chunk, groups)
+        return written
+
+    def _upsert_issues(
+        self, cur: Cursor, new_errors: Iterable[tuple[Cleaned, Grouped]]
+    ) -> dict[str, int]:
+        """Group new error events into issues; return ``{event id: issue id}``."""
+        groups: dict[tuple[str, str], _Group] = {}
+        for cleaned, grouped in new_errors:
+            key = (cleaned.event.tenant_id or "", grouped.fingerprint)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(cleaned.event.tenant_id, cleaned, grouped)
+            group.add(cleaned, grouped)
+        assignments: dict[str, int] = {}
+        if not groups:
+            return assignments
+        now = get_clock().time()
+        for key in sorted(groups):  # one lock order for every writer
+            group = groups[key]
+            issue_id = self._upsert_group(cur, key[0], group, now)
+            for cleaned in group.events:
+                assignments[cleaned.event.id] = issue_id
+        return assignments
+
+    def _upsert_group(self, cur: Cursor, tenant_key: str, group: _Group, now: float) -> int:
+        fingerprint = group.grouped.fingerprint
+        while True:
+            cur.execute(
+                self._sql(
+                    "SELECT issue_id FROM issue_fingerprints "
+                    "WHERE tenant_key = ? AND fingerprint = ?"
+                ),
+                (tenant_key, fingerprint),
+            )
+            row = cur.fetchone()
+            if row is not None:
+                issue = self._locked_issue(cur, int(row[0]))
+                if issue is not None:
+                    self._update_issue(cur, issue, group, now)
+                    return issue.id
+                counters.incr("store.dangling_fingerprints")  # never expected: repoint it
+                cur.execute(
+                    self._sql(
+                        "DELETE FROM issue_fingerprints WHERE tenant_key = ? AND fingerprint = ?"
+                    ),
+                    (tenant_key, fingerprint),
+                )
+            legacy = self._legacy_issue(cur, tenant_key, group, now)
+            if legacy is not None:
+                return legacy
+            created = self._create_issue(cur, tenant_key, group, now)
+            if created is not None:
+                return created
+            # Another writer created this issue concurrently and won: update theirs.
+
+    def _legacy_issue(self, cur: Cursor, tenant_key: str, group: _Group, now: float) -> int | None:
+        """The issue an older grouping version gave this group, now answering to the new one.
+
+        When the default grouping algorithm changes, existing issues keep receiving
+        their events: the newest event is fingerprinted under every older version,
+        and a match adds the new fingerprint to that issue.
+        """
+        for version in legacy_versions(group.grouped.version):
+            old = legacy_fingerprint(group.latest.event, version)
+            if old is None:
+                continue
+            cur.execute(
+                self._sql(
+                    "SELECT issue_id FROM issue_fingerprints "
+                    "WHERE tenant_key = ? AND fingerprint = ?"
+                ),
+                (tenant_key, old),
+            )
+            row = cur.fetchone()
+            issue = None if row is None else self._locked_issue(cur, int(row[0]))
+            if issue is None:
+                continue
+            cur.execute(
+                self._sql(
+                    "INSERT INTO issue_fingerprints (tenant_key, fingerprint, issue_id, "
+                    "grouping_version, created_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (tenant_key, fingerprint) DO NOTHING"
+                ),
+                (tenant_key, group.grouped.fingerprint, issue.id, group.grouped.version, now),
+            )
+            self._update_issue(cur, issue, group, now)
+            return issue.id
+        return None
+
+    def _locked_issue(self, cur: Cursor, issue_id: int) -> Issue | None:
+        """The issue (following merges), locked for update on PostgreSQL."""
+        for _ in range(_MERGE_HOPS):
+            cur.execute(
+                self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?{self._for_update}"),
+                (issue_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            issue = self._issue_row(row)
+            if issue.status != "merged" or issue.merged_into is None:
+                return issue
+            issue_id = issue.merged_into
+        raise StoreError(f"issue merges form a chain longer than {_MERGE_HOPS} hops or a cycle")
+
+    def _create_issue(self, cur: Cursor, tenant_key: str, group: _Group, now: float) -> int | None:
+        grouped = group.grouped
+        latest = group.latest
+        cur.execute(
+            self._sql(
+                "INSERT INTO issues (fingerprint, grouping_version, tenant_id, title, culprit, "
+                "category, layer, severity, status, first_seen, last_seen, event_count, "
+                "user_count, session_count, regressed, last_event_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'unresolved', ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+            ),
+            (
+                grouped.fingerprint,
+                grouped.version,
+                group.tenant_id,
+                grouped.title,
+                grouped.culprit,
+                latest.category,
+                latest.layer,
+                latest.severity,
+                group.first,
+                group.last,
+                len(group.events),
+                len(group.users),
+                len(group.sessions),
+                False,
+                latest.event.id,
+            ),
+        )
+        issue_id = int(cur.fetchone()[0])
+        cur.execute(
+            self._sql(
+                "INSERT INTO issue_fingerprints (tenant_key, fingerprint, issue_id, "
+                "grouping_version, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_key, fingerprint) DO NOTHING"
+            ),
+            (tenant_key, grouped.fingerprint, issue_id, grouped.version, now),
+        )
+        if cur.rowcount != 1:
+            cur.execute(self._sql("DELETE FROM issues WHERE id = ?"), (issue_id,))
+            return None
+        if group.users:
+            self._add_members(cur, "issue_users", issue_id, group.users)
+        if group.sessions:
+            self._add_members(cur, "issue_sessions", issue_id, group.sessions)
+        return issue_id
+
+    def _update_issue(self, cur: Cursor, issue: Issue, group: _Group, now: float) -> None:
+        first, last = group.first, group.last
+        users = self._add_members(cur, "issue_users", issue.id, group.users) if group.users else 0
+        sessions = (
+            self._add_members(cur, "issue_sessions", issue.id, group.sessions)
+            if group.sessions
+            else 0
+        )
+        status: str = issue.status
+        regressed = issue.regressed
+        regressed_at = issue.regressed_at
+        resolved_at = issue.resolved_at
+        if status == "resolved":
+            since = resolved_at if resolved_at is not None else -math.inf
+            # Events from before the resolution (a late replay) do not regress it.
+            after = [c for c in group.events if c.event.timestamp > since]
+            if after:
+                trigger = min(after, key=lambda c: c.event.timestamp)
+                status, regressed, regressed_at = "unresolved", True, trigger.event.timestamp
+                self._audit(
+                    cur,
+                    actor=_SYSTEM_ACTOR,
+                    action="issue.regressed",
+                    target=f"issue:{issue.id}",
+                    tenant_id=issue.tenant_id,
+                    details={
+                        "event_id": trigger.event.id,
+                        "resolved_at": resolved_at,
+                        "regressed_at": regressed_at,
+                    },
+                    timestamp=now,
+                )
+        latest = group.latest
+        newest = last >= issue.last_seen
+        grouped = group.grouped
+        cur.execute(
+            self._sql(
+                "UPDATE issues SET event_count = event_count + ?, user_count = user_count + ?, "
+                "session_count = session_count + ?, first_seen = ?, last_seen = ?, "
+                "title = ?, culprit = ?, category = ?, layer = ?, severity = ?, "
+                "grouping_version = ?, last_event_id = ?, status = ?, regressed = ?, "
+                "regressed_at = ? WHERE id = ?"
+            ),
+            (
+                len(group.events),
+                users,
+                sessions,
+                min(first, issue.first_seen),
+                max(last, issue.last_seen),
+                grouped.title if newest else issue.title,
+                grouped.culprit if newest else issue.culprit,
+                (latest.category if newest else issue.category),
+                (latest.layer if newest else issue.layer),
+                (latest.severity if newest else issue.severity),
+                grouped.version if newest else issue.grouping_version,
+                latest.event.id if newest else issue.last_event_id,
+                status,
+                regressed,
+                regressed_at,
+                issue.id,
+            ),
+        )
+
+    def _audit(
+        self,
+        cur: Cursor,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        tenant_id: str | None,
+        details: Mapping[str, Any] | None,
+        timestamp: float,
+    ) -> int:
+        _, details_json = clean_payload(details or {})
+        cur.execute(
+            self._sql(
+                "INSERT INTO audit_log (timestamp, actor, action, target, tenant_id, details) "
+                "VALUES (?, ?, ?, ?, ?, ?j) RETURNING id"
+            ),
+            (timestamp, actor, action, target, tenant_id, details_json),
+        )
+        return int(cur.fetchone()[0])
+
+    def append_audit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        details: Mapping[str, Any] | None = None,
+        tenant_id: str | None = None,
+    ) -> int:
+        """Append to the audit log (there is no way to change or delete an entry)."""
+        actor = _text_arg(actor, "actor")
+        action = _text_arg(action, "action")
+        target = _text_arg(target, "target")
+        tenant_id = _optional_text(tenant_id, "tenant_id")
+        if details is not None and not isinstance(details, Mapping):
+            raise ValidationError("details must be a mapping or None", field="details")
+        with self._guard("appending to the audit log"), self._write() as cur:
+            return self._audit(
+                cur,
+                actor=actor,
+                action=action,
+                target=target,
+                tenant_id=tenant_id,
+                details=details,
+                timestamp=get_clock().time(),
+            )
+
+    def set_issue_status(
+        self, issue_id: int, status: IssueStatus, *, actor: str, reason: str | None = None
+    ) -> Issue:
+        """Set an issue ``unresolved``, ``resolved`` or ``ignored``; audited; return it."""
+        issue_id = _issue_id(issue_id)
+        if status not in _SETTABLE_STATUSES:
+            raise ValidationError(
+                f"status must be one of {sorted(_SETTABLE_STATUSES)}, not {status!r} "
+                "(merge issues with merge_issues)",
+                field="status",
+            )
+        actor = _text_arg(actor, "actor")
+        reason = _optional_text(reason, "reason")
+        with self._guard("changing an issue's status"), self._write() as cur:
+            cur.execute(
+                self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?{self._for_update}"),
+                (issue_id,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise NotFoundError(f"no issue {issue_id} in this store")
+            issue = self._issue_row(row)
+            if issue.status == "merged":
+                raise ValidationError(
+                    f"issue {issue_id} was merged into issue {issue.merged_into}: "
+                    "change that one instead",
+                    field="issue_id",
+                )
+            now = get_clock().time()
+            resolved_at = now if status == "resolved" else issue.resolved_at
+            cur.execute(
+                self._sql(
+                    "UPDATE issues SET status = ?, resolved_at = ?, regressed = ? WHERE id = ?"
+                ),
+                (status, resolved_at, False, issue_id),
+            )
+            self._audit(
+                cur,
+                actor=actor,
+                action="issue.status",
+                target=f"issue:{issue_id}",
+                tenant_id=issue.tenant_id,
+                details={"from": issue.status, "to": status, "reason": reason},
+                timestamp=now,
+            )
+            cur.execute(self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?"), (issue_id,))
+            return self._issue_row(cur.fetchone())
+
+    def merge_issues(
+        self, target: int, source: int, *, actor: str, reason: str | None = None
+    ) -> Issue:
+        """Merge ``source`` into ``target`` (same tenant); audited; return the target."""
+        target = _issue_id(target, "target")
+        source = _issue_id(source, "source")
+        if target == source:
+            raise ValidationError("cannot merge an issue into itself", field="source")
+        actor = _text_arg(actor, "actor")
+        reason = _optional_text(reason, "reason")
+        with self._guard("merging issues"), self._write() as cur:
+            found: dict[int, Issue] = {}
+            for issue_id in sorted((target, source)):  # one lock order
+                cur.execute(
+                    self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?{self._for_update}"),
+                    (issue_id,),
+                )
+                row = cur.fetchone()
+                if row is None:
+                    raise NotFoundError(f"no issue {issue_id} in this store")
+                found[issue_id] = self._issue_row(row)
+            into, merged = found[target], found[source]
+            for issue in (into, merged):
+                if issue.status == "merged":
+                    raise ValidationError(
+                        f"issue {issue.id} was already merged into issue {issue.merged_into}",
+                        field="source" if issue is merged else "target",
+                    )
+            if into.tenant_id != merged.tenant_id:
+                raise ValidationError(
+                    "issues of different tenants cannot be merged", field="source"
+                )
+            params = (target, source)
+            cur.execute(self._sql("UPDATE events SET issue_id = ? WHERE issue_id = ?"), params)
+            moved = cur.rowcount
+            cur.execute(
+                self._sql("UPDATE issue_fingerprints SET issue_id = ? WHERE issue_id = ?"), params
+            )
+            cur.execute(
+                self._sql("UPDATE issues SET merged_into = ? WHERE merged_into = ?"), params
+            )
+            for table, column in (("issue_users", "user_id"), ("issue_sessions", "session_id")):
+                cur.execute(
+                    self._sql(
+                        f"INSERT INTO {table} (issue_id, {column}) SELECT ?, {column} "
+                        f"FROM {table} WHERE issue_id = ? ON CONFLICT DO NOTHING"
+                    ),
+                    params,
+                )
+            newest = merged.last_seen > into.last_seen
+            cur.execute(
+                self._sql(
+                    "UPDATE issues SET event_count = event_count + ?, "
+                    "first_seen = ?, last_seen = ?, last_event_id = ?, "
+                    "user_count = (SELECT COUNT(*) FROM issue_users WHERE issue_id = ?), "
+                    "session_count = (SELECT COUNT(*) FROM issue_sessions WHERE issue_id = ?) "
+                    "WHERE id = ?"
+                ),
+                (
+                    merged.count,
+                    min(into.first_seen, merged.first_seen),
+                    max(into.last_seen, merged.last_seen),
+                    merged.last_event_id if newest else into.last_event_id,
+                    target,
+                    target,
+                    target,
+                ),
+            )
+            cur.execute(
+                self._sql("UPDATE issues SET status = 'merged', merged_into = ? WHERE id = ?"),
+                params,
+            )
+            now = get_clock().time()
+            details = {
+                "source": source,
+                "target": target,
+                "events_moved": moved,
+                "source_count": merged.count,
+                "reason": reason,
+            }
+            for name in (f"issue:{target}", f"issue:{source}"):
+                self._audit(
+                    cur,
+                    actor=actor,
+                    action="issue.merged",
+                    target=name,
+                    tenant_id=into.tenant_id,
+                    details=details,
+                    timestamp=now,
+                )
+            cur.execute(self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?"), (target,))
+            return self._issue_row(cur.fetchone())
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _event_row(self, row: Sequence[Any]) -> StoredEvent:
+        payload = self._load_json(row[10])
+        event = Event(
+            row[1],
+            row[2],
+            payload if isinstance(payload, dict) else {"value": payload},
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            float(row[3]),
+            row[0],
+        )
+        return StoredEvent(event, None if row[9] is None else int(row[9]))
+
+    @staticmethod
+    def _issue_row(row: Sequence[Any]) -> Issue:
+        return Issue(
+            id=int(row[0]),
+            fingerprint=row[1],
+            grouping_version=int(row[2]),
+            tenant_id=row[3],
+            title=row[4],
+            culprit=row[5],
+            category=row[6],
+            layer=row[7],
+            severity=row[8],
+            status=row[9],
+            first_seen=float(row[10]),
+            last_seen=float(row[11]),
+            count=int(row[12]),
+            users=int(row[13]),
+            sessions=int(row[14]),
+            regressed=bool(row[15]),
+            regressed_at=None if row[16] is None else float(row[16]),
+            resolved_at=None if row[17] is None else float(row[17]),
+            merged_into=None if row[18] is None else int(row[18]),
+            last_event_id=row[19],
+        )
+
+    def timeline(
+        self, correlation_id: str, *, limit: int = 1000, tenant_id: str | None = None
+    ) -> list[StoredEvent]:
+        """Events of one correlation in time order (the first ``limit``)."""
+        correlation_id = _text_arg(correlation_id, "correlation_id", 10_000)
+        size = _check_limit(limit)
+        tenant_id = _optional_text(tenant_id, "tenant_id")
+        sql = f"SELECT {_EVENT_SELECT} FROM events WHERE correlation_id = ?"
+        params: list[Any] = [correlation_id]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        sql += " ORDER BY timestamp, id LIMIT ?"
+        params.append(size)
+        with self._guard("reading a timeline"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            return [self._event_row(row) for row in cur.fetchall()]
+
+    def issues(
+        self,
+        *,
+        status: IssueStatus | Iterable[IssueStatus] | None = None,
+        category: str | None = None,
+        layer: str | None = None,
+        tenant_id: str | None = None,
+        since: float | datetime | None = None,
+        until: float | datetime | None = None,
+        sort: IssueSort = "last_seen",
+        limit: int = 50,
+        after: str | None = None,
+    ) -> Page[Issue]:
+        """Issues, newest (or most frequent) first, one keyset page at a time."""
+        column = _SORT_COLUMNS.get(sort) if isinstance(sort, str) else None
+        if column is None:
+            raise ValidationError(
+                f"sort must be one of {sorted(_SORT_COLUMNS)}, not {sort!r}", field="sort"
+            )
+        size = _check_limit(limit, 1000)
+        where: list[str] = []
+        params: list[Any] = []
+        if status is None:
+            where.append("status <> 'merged'")
+        else:
+            statuses = [status] if isinstance(status, str) else list(status)
+            if not statuses or any(s not in ISSUE_STATUSES for s in statuses):
+                raise ValidationError(
+                    f"status must be among {sorted(ISSUE_STATUSES)}, not {status!r}",
+                    field="status",
+                )
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        for name, value in (("category", category), ("layer", layer), ("tenant_id", tenant_id)):
+            if _optional_text(value, name) is not None:
+                where.append(f"{name} = ?")
+                params.append(value)
+        start = instant(since, "since")
+        if start is not None:
+            where.append("last_seen >= ?")
+            params.append(start)
+        end = instant(until, "until")
+        if end is not None:
+            where.append("first_seen < ?")
+            params.append(end)
+        tag = f"issues:{sort}"
+        if after is not None:
+            value, last_id = decode_cursor(after, tag, (float, int))
+            where.append(f"({column}, id) < (?, ?)")
+            params.extend((value, last_id))
+        sql = (
+            f"SELECT {_ISSUE_SELECT} FROM issues WHERE {' AND '.join(where)} "
+            f"ORDER BY {column} DESC, id DESC LIMIT ?"
+        )
+        params.append(size + 1)
+        with self._guard("listing issues"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        items = tuple(self._issue_row(row) for row in rows[:size])
+        cursor = None
+        if len(rows) > size:
+            last = items[-1]
+            key = {"last_seen": last.last_seen, "count": last.count, "first_seen": last.first_seen}
+            cursor = encode_cursor(tag, key[sort], last.id)
+        return Page(items, cursor)
+
+    def issue(self, issue_id: int, *, tenant_id: str | None = None) -> Issue | None:
+        """One issue (also a merged one), or None; with ``tenant_id``, only that tenant's."""
+        issue_id = _issue_id(issue_id)
+        tenant_id = _optional_text(tenant_id, "tenant_id")
+        with self._guard("reading an issue"), self._read() as cur:
+            cur.execute(self._sql(f"SELECT {_ISSUE_SELECT} FROM issues WHERE id = ?"), (issue_id,))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        issue = self._issue_row(row)
+        if tenant_id is not None and issue.tenant_id != tenant_id:
+            return None
+        return issue
+
+    def issue_events(
+        self,
+        issue_id: int,
+        *,
+        limit: int = 50,
+        after: str | None = None,
+        tenant_id: str | None = None,
+    ) -> Page[StoredEvent]:
+        """Events grouped into an issue, newest first, one keyset page at a time."""
+        issue_id = _issue_id(issue_id)
+        size = _check_limit(limit, 1000)
+        tenant_id = _optional_text(tenant_id, "tenant_id")
+        sql = f"SELECT {_EVENT_SELECT} FROM events WHERE issue_id = ?"
+        params: list[Any] = [issue_id]
+        if tenant_id is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        if after is not None:
+            timestamp, event_id = decode_cursor(after, f"events:{issue_id}", (float, str))
+            sql += " AND (timestamp, id) < (?, ?)"
+            params.extend((timestamp, event_id))
+        sql += " ORDER BY timestamp DESC, id DESC LIMIT ?"
+        params.append(size + 1)
+        with self._guard("listing an issue's events"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        items = tuple(self._event_row(row) for row in rows[:size])
+        cursor = None
+        if len(rows) > size:
+            last = items[-1].event
+            cursor = encode_cursor(f"events:{issue_id}", last.timestamp, last.id)
+        return Page(items, cursor)
+
+    def audit_log(
+        self,
+        *,
+        target: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> Page[AuditEntry]:
+        """Audit entries, newest first, optionally of one target (``"issue:42"``)."""
+        size = _check_limit(limit, 1000)
+        where = ["1 = 1"]
+        params: list[Any] = []
+        if _optional_text(target, "target") is not None:
+            where.append("target = ?")
+            params.append(target)
+        if _optional_text(tenant_id, "tenant_id") is not None:
+            where.append("tenant_id = ?")
+            params.append(tenant_id)
+        if after is not None:
+            (last_id,) = decode_cursor(after, "audit", (int,))
+            where.append("id < ?")
+            params.append(last_id)
+        sql = (
+            f"SELECT {_AUDIT_SELECT} FROM audit_log WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?"
+        )
+        params.append(size + 1)
+        with self._guard("reading the audit log"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        items = tuple(
+            AuditEntry(
+                id=int(row[0]),
+                timestamp=float(row[1]),
+                actor=row[2],
+                action=row[3],
+                target=row[4],
+                tenant_id=row[5],
+                details=self._load_json(row[6]),
+            )
+            for row in rows[:size]
+        )
+        cursor = encode_cursor("audit", items[-1].id) if len(rows) > size else None
+        return Page(items, cursor)
+
+    def counts(
+        self,
+        *,
+        bucket_seconds: float | timedelta,
+        since: float | datetime,
+        until: float | datetime | None = None,
+        by: CountBy = "category",
+        kind: str = "error",
+        tenant_id: str | None = None,
+    ) -> list[Count]:
+        """Events of ``kind`` per time bucket and per category, layer or issue id."""
+        bucket = seconds(bucket_seconds, "bucket_seconds")
+        key_column = _COUNT_KEYS.get(by) if isinstance(by, str) else None
+        if key_column is None:
+            raise ValidationError(
+                f"by must be one of {sorted(_COUNT_KEYS)}, not {by!r}", field="by"
+            )
+        start = instant(since, "since")
+        if start is None:
+            raise ValidationError("since is required", field="since")
+        end = instant(until, "until")
+        if end is None:
+            end = get_clock().time()
+        if end <= start:
+            return []
+        if (end - start) / bucket > _MAX_BUCKETS:
+            raise ValidationError(
+                f"{(end - start) / bucket:.0f} buckets requested; at most {_MAX_BUCKETS}: "
+                "use a larger bucket_seconds or a shorter window",
+                field="bucket_seconds",
+            )
+        kind = _text_arg(kind, "kind")
+        sql = (
+            f"SELECT {self._bucket_sql()} AS bucket, {key_column}, COUNT(*) FROM events "
+            "WHERE kind = ? AND timestamp >= ? AND timestamp < ?"
+        )
+        params: list[Any] = [bucket, kind, start, end]
+        if _optional_text(tenant_id, "tenant_id") is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        sql += f" GROUP BY 1, {key_column}"
+        with self._guard("counting events"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        out = [
+            Count(
+                float(row[0]) * bucket,
+                None if row[1] is None else (int(row[1]) if by == "issue" else row[1]),
+                int(row[2]),
+            )
+            for row in rows
+        ]
+        out.sort(key=lambda c: (c.bucket, c.key is not None, str(c.key)))
+        return out
+
+    # -- retention (see _retention.py for the algorithm) --------------------------------
+
+    def cleanup(
+        self,
+        *,
+        older_than: float | timedelta | None = None,
+        max_rows_per_kind: int | None = None,
+        batch_size: int = 1000,
+        progress: CleanupProgress | None = None,
+    ) -> dict[str, int]:
+        """Delete old events in short batches; return how many went, per kind."""
+        from faultlens.store._retention import run_cleanup
+
+        with self._guard("cleaning up"):
+            return run_cleanup(
+                self,
+                older_than=older_than,
+                max_rows_per_kind=max_rows_per_kind,
+                batch_size=batch_size,
+                progress=progress,
+            )
+
+    _delete_batch_sql: str = (
+        "DELETE FROM events WHERE id IN "
+        "(SELECT id FROM events WHERE kind = ? AND timestamp < ? LIMIT ?)"
+    )
+
+    def _kinds(self) -> list[str]:
+        """The distinct event kinds, by a loose index scan (one probe per kind)."""
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "WITH RECURSIVE k(kind) AS ("
+                    " SELECT MIN(kind) FROM events"
+                    " UNION ALL"
+                    " SELECT (SELECT MIN(kind) FROM events WHERE kind > k.kind) FROM k"
+                    " WHERE k.kind IS NOT NULL"
+                    ") SELECT kind FROM k WHERE kind IS NOT NULL"
+                )
+            )
+            return [row[0] for row in cur.fetchall()]
+
+    def _count_older(self, kind: str, threshold: float) -> int:
+        with self._read() as cur:
+            cur.execute(
+                self._sql("SELECT COUNT(*) FROM events WHERE kind = ? AND timestamp < ?"),
+                (kind, threshold),
+            )
+            return int(cur.fetchone()[0])
+
+    def _nth_newest(self, kind: str, n: int) -> float | None:
+        """The timestamp of the ``n``-th newest event of ``kind`` (1-based), or None."""
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT timestamp FROM events WHERE kind = ? "
+                    "ORDER BY timestamp DESC LIMIT 1 OFFSET ?"
+                ),
+                (kind, n - 1),
+            )
+            row = cur.fetchone()
+            return None if row is None else float(row[0])
+
+    def _delete_batch(self, kind: str, threshold: float, size: int) -> int:
+        with self._write() as cur:
+            cur.execute(self._sql(self._delete_batch_sql), (kind, threshold, size))
+            return int(cur.rowcount)
+
+
+def _check_limit(value: int, maximum: int = 10_000) -> int:
+    return limit(value, "limit", maximum)

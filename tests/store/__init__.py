@@ -1,0 +1,1 @@
+"""Tests of faultlens.store, run against SQLite and PostgreSQL alike."""
