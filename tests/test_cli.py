@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -58,6 +59,13 @@ def test_demo_end_to_end() -> None:
     assert len(inventory) == 6
     assert "every line correlated" in summary
     assert "distinct correlation ids                     6" in summary
+    scene = summary.partition("error scene")[2]
+    for locale in ("en", "pt-BR"):
+        for scenario, status in (("validation", 422), ("dependency down", 503), ("bug", 500)):
+            assert re.search(rf"{scenario} +{locale} +{status} ", scene), (scenario, locale)
+    assert scene.count("captured 1x") == 6
+    assert "LEAKED" not in scene
+    assert "sk_live" not in out.stdout
 
 
 def test_demo_console_format() -> None:

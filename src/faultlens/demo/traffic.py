@@ -13,6 +13,7 @@ import orjson
 
 import faultlens
 from faultlens.context import ContextExecutor
+from faultlens.demo.errors_scene import run_error_scene
 
 __all__ = ["DemoSummary", "run_demo", "run_traffic"]
 
@@ -178,9 +179,12 @@ def run_demo(
         # loop starting, say) carry the run's id, and each request links to it.
         with faultlens.correlate(job="faultlens-demo"):
             bodies = asyncio.run(run_traffic(users, requests))
+            error_scene = asyncio.run(run_error_scene())
     finally:
         faultlens.shutdown()
     summary = summarise(bodies, tee.lines)
     print()
     print(summary.render())
-    return 0 if summary.healthy else 1
+    print()
+    print(error_scene.render())
+    return 0 if summary.healthy and error_scene.healthy else 1
