@@ -7,6 +7,7 @@ import threading
 import faultlens
 from faultlens import events
 from faultlens._metrics import counters
+from faultlens.testing import capture_events
 
 
 def test_emit_without_subscribers_builds_nothing() -> None:
@@ -76,3 +77,28 @@ def test_subscribe_is_thread_safe() -> None:
     keeper.close()
     assert received
     assert not events.has_subscribers("tick")
+
+
+def test_emitted_event_is_a_complete_event() -> None:
+    """emit() builds events with every dataclass field set, equal to Event(...)."""
+    import dataclasses
+
+    with capture_events("custom") as seen, faultlens.correlate(tenant_id="t1") as ctx:
+        events.emit("custom", "thing", {"n": 1})
+    (event,) = seen
+    for f in dataclasses.fields(events.Event):
+        assert hasattr(event, f.name), f.name
+    rebuilt = events.Event(
+        "custom",
+        "thing",
+        {"n": 1},
+        ctx.correlation_id,
+        ctx.trace_id,
+        ctx.span_id,
+        "t1",
+        None,
+        event.timestamp,
+        event.id,
+    )
+    assert event == rebuilt
+    assert len(event.id) == 32

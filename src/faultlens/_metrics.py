@@ -7,6 +7,7 @@ uncontended lock held for nanoseconds; they happen only on exceptional paths.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -40,7 +41,16 @@ class Counters:
             self._values.clear()
 
 
+    def _after_fork(self) -> None:
+        # A thread of the parent may have held the lock at fork time; the child has
+        # no such thread, so it gets a fresh lock (the values are kept).
+        self._lock = threading.Lock()
+
+
 counters = Counters()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=counters._after_fork)
 
 
 _reported: set[str] = set()
