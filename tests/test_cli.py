@@ -66,6 +66,10 @@ def test_demo_end_to_end() -> None:
     assert scene.count("captured 1x") == 6
     assert "LEAKED" not in scene
     assert "sk_live" not in out.stdout
+    recovery = summary.partition("recovery scene")[2]
+    assert "recovered by retry after 3 calls" in recovery
+    assert "closed -> open -> half_open -> closed" in recovery
+    assert "degraded=True" in recovery
 
 
 def test_demo_console_format() -> None:

@@ -14,6 +14,7 @@ import orjson
 import faultlens
 from faultlens.context import ContextExecutor
 from faultlens.demo.errors_scene import run_error_scene
+from faultlens.demo.recovery_scene import run_recovery_scene
 
 __all__ = ["DemoSummary", "run_demo", "run_traffic"]
 
@@ -180,6 +181,7 @@ def run_demo(
         with faultlens.correlate(job="faultlens-demo"):
             bodies = asyncio.run(run_traffic(users, requests))
             error_scene = asyncio.run(run_error_scene())
+            recovery_scene = run_recovery_scene()
     finally:
         faultlens.shutdown()
     summary = summarise(bodies, tee.lines)
@@ -187,4 +189,7 @@ def run_demo(
     print(summary.render())
     print()
     print(error_scene.render())
-    return 0 if summary.healthy and error_scene.healthy else 1
+    print()
+    print(recovery_scene.render())
+    healthy = summary.healthy and error_scene.healthy and recovery_scene.healthy
+    return 0 if healthy else 1
