@@ -40,7 +40,6 @@ class Counters:
         with self._lock:
             self._values.clear()
 
-
     def _after_fork(self) -> None:
         # A thread of the parent may have held the lock at fork time; the child has
         # no such thread, so it gets a fresh lock (the values are kept).

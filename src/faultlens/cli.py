@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quiet", action="store_true", help="print only the summary, not the log lines"
     )
+    from faultlens.store._cli import add_commands
+
+    add_commands(commands)  # migrate, cleanup
     return parser
 
 
@@ -67,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_format=args.log_format,
             quiet=args.quiet,
         )
+    if args.command in ("migrate", "cleanup"):
+        from faultlens.store._cli import run
+
+        return run(args)
     parser.print_help(sys.stdout)
     return 0
 

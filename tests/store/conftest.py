@@ -8,9 +8,13 @@ is dropped afterwards; they are skipped, with the reason, when no server answers
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
+import sys
+import types
 import uuid
 from collections.abc import Iterator
+from multiprocessing.context import SpawnContext
 from pathlib import Path
 
 import pytest
@@ -88,3 +92,15 @@ def store(store_url: str) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def spawn(monkeypatch: pytest.MonkeyPatch) -> SpawnContext:
+    """A spawn context whose children do not re-run the parent's ``__main__``.
+
+    Spawned children import the parent's main module; under pytest that may be
+    anything another test left in ``sys.modules["__main__"]``.  The workers need
+    none of it.
+    """
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
+    return multiprocessing.get_context("spawn")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
+from multiprocessing.context import SpawnContext
 
 from faultlens.store import Store
 from faultlens.store import open as open_store
@@ -11,12 +11,11 @@ from faultlens.store import open as open_store
 from ._helpers import T0, error, operation, write_from_process
 
 
-def test_processes_writing_one_database_at_once(store_url: str) -> None:
+def test_processes_writing_one_database_at_once(store_url: str, spawn: SpawnContext) -> None:
     """Four processes write overlapping batches: every event once, issue counts exact."""
     open_store(store_url).migrate()  # the race on migrations has a test of its own
     count, shared, workers = 300, 100, 4
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
+    with spawn.Pool(workers) as pool:
         written = pool.starmap(
             write_from_process, [(store_url, w, count, shared) for w in range(workers)]
         )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from faultlens.errors import ValidationError
 from faultlens.store import Issue, Store
-from faultlens.store._sql import encode_cursor
+from faultlens.store._queries import encode_cursor
 
 from ._helpers import T0, error
 
@@ -87,9 +87,7 @@ def test_cursors_are_checked(store: Store) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
-    shapes=st.lists(
-        st.tuples(st.integers(1, 4), st.integers(0, 5)), min_size=0, max_size=14
-    ),
+    shapes=st.lists(st.tuples(st.integers(1, 4), st.integers(0, 5)), min_size=0, max_size=14),
     size=st.integers(1, 5),
     sort=st.sampled_from(["last_seen", "count", "first_seen"]),
 )

@@ -93,8 +93,15 @@ def test_cleanup_arguments_are_checked(store: Store) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("30d", 30 * DAY), ("12h", 43_200), ("90m", 5400), ("3600s", 3600), ("2w", 14 * DAY),
-     ("45", 45), (" 1.5D ", 1.5 * DAY)],
+    [
+        ("30d", 30 * DAY),
+        ("12h", 43_200),
+        ("90m", 5400),
+        ("3600s", 3600),
+        ("2w", 14 * DAY),
+        ("45", 45),
+        (" 1.5D ", 1.5 * DAY),
+    ],
 )
 def test_parse_age(text: str, expected: float) -> None:
     """Ages are a number and an optional unit."""

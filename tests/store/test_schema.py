@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
 import sys
 import threading
+from multiprocessing.context import SpawnContext
 from typing import Any
 
 import pytest
@@ -104,10 +104,9 @@ def test_concurrent_migrations_from_threads(store_url: str) -> None:
     assert sorted(results) == [[], [], [], [], [], [1]]
 
 
-def test_concurrent_migrations_from_processes(store_url: str) -> None:
+def test_concurrent_migrations_from_processes(store_url: str, spawn: SpawnContext) -> None:
     """Three processes migrating one database at once apply each version once."""
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(3) as pool:
+    with spawn.Pool(3) as pool:
         results = pool.map(migrate_from_process, [store_url] * 3)
     assert sorted(results) == [[], [], [1]]
 

@@ -5,7 +5,7 @@
 SHA-256, so a file edited after it was applied, or a database written by a newer
 faultlens, is reported instead of silently run against.  Each backend applies all
 pending files in one transaction under a lock (SQLite: ``BEGIN IMMEDIATE``;
-PostgreSQL: ``pg_advisory_xact_lock``), so concurrent processes starting at once
+PostgreSQL: ``pg_advisory_lock``), so concurrent processes starting at once
 migrate exactly once.
 """
 

@@ -6,7 +6,7 @@ NOTHING RETURNING id``, which says exactly which events are new even when two
 writers replay the same batch.  Issues are locked (``SELECT ... FOR UPDATE``) in
 one global order while they are updated, and the primary key of
 ``issue_fingerprints`` decides which writer creates a new issue, so counts stay
-exact under concurrency.  Migrations run under ``pg_advisory_xact_lock``.
+exact under concurrency.  Migrations run under ``pg_advisory_lock``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ import orjson
 from faultlens._clock import get_clock
 from faultlens.errors import MissingExtraError
 from faultlens.store._migrate import SCHEMA_MIGRATIONS_SQL, pending
+from faultlens.store._queries import Cursor
 from faultlens.store._sanitize import Cleaned
-from faultlens.store._sql import Cursor, Grouped, SQLStore
+from faultlens.store._sql import Grouped, SQLStore
 
 __all__ = ["PostgresStore"]
 
@@ -178,26 +179,42 @@ class PostgresStore(SQLStore):
     def _apply_migrations(self) -> list[int]:
         from psycopg import sql
 
-        with self._write() as cur:
-            # Transaction-scoped: released at commit or rollback, whatever happens.
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                (f"faultlens.migrate:{self._schema or ''}",),
-            )
-            if self._schema is not None:
-                cur.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self._schema))
-                )
-            cur.execute(SCHEMA_MIGRATIONS_SQL)
-            cur.execute("SELECT version, checksum FROM schema_migrations")
-            todo = pending("postgres", cur.fetchall())
-            for migration in todo:
-                cur.execute(migration.sql)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
-                    "VALUES (%s, %s, %s, %s)",
-                    (migration.version, migration.name, migration.checksum, get_clock().time()),
-                )
+        key = f"faultlens.migrate:{self._schema or ''}"
+        with self._connections().connection(timeout=self._timeout) as conn:
+            # A session lock taken before the migration's transaction starts: that
+            # transaction then sees everything an earlier holder committed (with a
+            # transaction-scoped lock, CREATE ... IF NOT EXISTS could still race).
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            conn.commit()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    if self._schema is not None:
+                        cur.execute(
+                            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                                sql.Identifier(self._schema)
+                            )
+                        )
+                    cur.execute(SCHEMA_MIGRATIONS_SQL)
+                    cur.execute("SELECT version, checksum FROM schema_migrations")
+                    todo = pending("postgres", cur.fetchall())
+                    for migration in todo:
+                        cur.execute(migration.sql)
+                        cur.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum, applied_at) "
+                            "VALUES (%s, %s, %s, %s)",
+                            (
+                                migration.version,
+                                migration.name,
+                                migration.checksum,
+                                get_clock().time(),
+                            ),
+                        )
+            finally:
+                try:
+                    conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+                    conn.commit()
+                except self._psycopg.Error:  # a broken connection: the server released it
+                    pass
             return [m.version for m in todo]
 
     # -- writing -----------------------------------------------------------------------

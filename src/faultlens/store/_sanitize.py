@@ -60,6 +60,7 @@ _CACHE_STRING_CHARS: Final = 256
 _CACHE_STRINGS: Final = 16_384
 _CACHE_SUBTREE_BYTES: Final = 16_384
 _CACHE_SUBTREES: Final = 2048
+_ONCE_MAX: Final = 65_536
 _SHRUNK_STRING_CHARS: Final = 1024
 _SHRUNK_ITEMS: Final = 100
 _REPR_CHARS: Final = 2048
@@ -139,7 +140,7 @@ def _as_text(value: object) -> str:
 class _Cleaner:
     """The memoised walk for one redactor (see the module docstring)."""
 
-    __slots__ = ("keys", "marker", "redactor", "strings", "subtrees")
+    __slots__ = ("keys", "marker", "once", "redactor", "strings", "subtrees")
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
@@ -147,6 +148,18 @@ class _Cleaner:
         self.strings: dict[str, str] = {}
         self.keys: dict[str, tuple[str, bool]] = {}
         self.subtrees: dict[bytes, Any] = {}
+        # Hashes of values seen once: only a value seen again is cached, so that the
+        # many one-off values (ids, messages, contexts) never evict the recurring ones.
+        self.once: set[int] = set()
+
+    def _admit(self, value: str | bytes) -> bool:
+        digest = hash(value)
+        if digest in self.once:
+            return True
+        if len(self.once) >= _ONCE_MAX:
+            self.once.clear()
+        self.once.add(digest)
+        return False
 
     # -- strings and keys -------------------------------------------------------------
 
@@ -155,9 +168,10 @@ class _Cleaner:
             out = self.strings.get(value)
             if out is None:
                 out = valid_text(self.redactor.redact_text(value))
-                if len(self.strings) >= _CACHE_STRINGS:
-                    self.strings.clear()
-                self.strings[value] = out
+                if self._admit(value):
+                    if len(self.strings) >= _CACHE_STRINGS:
+                        self.strings.clear()
+                    self.strings[value] = out
             return out
         if len(value) > MAX_STRING_CHARS * 4:
             value = value[: MAX_STRING_CHARS * 4]
@@ -212,9 +226,10 @@ class _Cleaner:
         cached = self.subtrees.get(blob)
         if cached is None:
             cached = self.value(value, 1, None)
-            if len(self.subtrees) >= _CACHE_SUBTREES:
-                self.subtrees.clear()
-            self.subtrees[blob] = cached
+            if self._admit(blob):
+                if len(self.subtrees) >= _CACHE_SUBTREES:
+                    self.subtrees.clear()
+                self.subtrees[blob] = cached
         return cached
 
     def value(self, value: Any, depth: int, active: set[int] | None) -> Any:

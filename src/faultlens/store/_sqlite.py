@@ -25,13 +25,15 @@ import orjson
 
 from faultlens._clock import get_clock
 from faultlens.store._migrate import SCHEMA_MIGRATIONS_SQL, pending, split_sqlite
+from faultlens.store._queries import EVENT_COLUMNS, Cursor
 from faultlens.store._sanitize import Cleaned
-from faultlens.store._sql import EVENT_COLUMNS, Cursor, Grouped, SQLStore
+from faultlens.store._sql import Grouped, SQLStore
 from faultlens.store._types import StoreError
 
 __all__ = ["SQLiteStore"]
 
 _MIN_VERSION: Final = (3, 35, 0)  # RETURNING
+_MMAP_BYTES: Final = 256 * 1024 * 1024
 _MEMBER_COLUMNS: Final = {"issue_users": "user_id", "issue_sessions": "session_id"}
 _INSERT_EVENTS: Final = (
     f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -92,6 +94,9 @@ class SQLiteStore(SQLStore):
             if writer and not self._memory:
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Reads through a memory map: rows of a big store scattered over the file
+            # (an issue's events) cost page-cache hits, not one read() call per page.
+            conn.execute(f"PRAGMA mmap_size = {_MMAP_BYTES}")
             if not writer:
                 conn.execute("PRAGMA query_only = ON")
         except BaseException:
