@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
@@ -38,10 +39,22 @@ def test_bad_arguments_are_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     assert "between 1 and 1000" in capsys.readouterr().err
 
 
-def test_demo_end_to_end() -> None:
+def test_demo_end_to_end(tmp_path: Path) -> None:
     """The demo runs in a fresh process, every line is JSON and carries a correlation id."""
+    store = f"sqlite:///{tmp_path / 'demo.db'}"
     out = subprocess.run(
-        [sys.executable, "-m", "faultlens.cli", "demo", "--users", "3", "--requests", "2"],
+        [
+            sys.executable,
+            "-m",
+            "faultlens.cli",
+            "demo",
+            "--users",
+            "3",
+            "--requests",
+            "2",
+            "--store",
+            store,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -70,9 +83,13 @@ def test_demo_end_to_end() -> None:
     assert "recovered by retry after 3 calls" in recovery
     assert "closed -> open -> half_open -> closed" in recovery
     assert "degraded=True" in recovery
+    stored = summary.partition("store scene")[2]
+    assert "KeyError: 'report token=[REDACTED]'" in stored
+    assert re.search(r"error +httpx.HTTPStatusError .*issue #\d+", stored)
+    assert (tmp_path / "demo.db").exists()
 
 
-def test_demo_console_format() -> None:
+def test_demo_console_format(tmp_path: Path) -> None:
     """--log-format console prints readable lines (no JSON) and the summary."""
     out = subprocess.run(
         [
@@ -86,6 +103,8 @@ def test_demo_console_format() -> None:
             "1",
             "--log-format",
             "console",
+            "--store",
+            f"sqlite:///{tmp_path / 'demo.db'}",
         ],
         capture_output=True,
         text=True,

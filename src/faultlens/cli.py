@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quiet", action="store_true", help="print only the summary, not the log lines"
     )
+    demo.add_argument(
+        "--store",
+        default="sqlite:///faultlens.db",
+        metavar="URL",
+        help="where events are recorded (default sqlite:///faultlens.db in this directory)",
+    )
     from faultlens.store._cli import add_commands
 
     add_commands(commands)  # migrate, cleanup
@@ -69,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             requests=args.requests,
             log_format=args.log_format,
             quiet=args.quiet,
+            store=args.store,
         )
     if args.command in ("migrate", "cleanup"):
         from faultlens.store._cli import run

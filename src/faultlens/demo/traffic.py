@@ -15,8 +15,12 @@ import faultlens
 from faultlens.context import ContextExecutor
 from faultlens.demo.errors_scene import run_error_scene
 from faultlens.demo.recovery_scene import run_recovery_scene
+from faultlens.demo.store_scene import read_store_scene
+from faultlens.errors import CaptureSettings
 
-__all__ = ["DemoSummary", "run_demo", "run_traffic"]
+__all__ = ["DEFAULT_STORE", "DemoSummary", "run_demo", "run_traffic"]
+
+DEFAULT_STORE = "sqlite:///faultlens.db"
 
 
 class _Tee(io.TextIOBase):
@@ -165,15 +169,27 @@ def summarise(bodies: list[dict[str, Any]], lines: list[str]) -> DemoSummary:
 
 
 def run_demo(
-    *, users: int = 4, requests: int = 3, log_format: str = "json", quiet: bool = False
+    *,
+    users: int = 4,
+    requests: int = 3,
+    log_format: str = "json",
+    quiet: bool = False,
+    store: str = DEFAULT_STORE,
 ) -> int:
-    """Run the demo end to end and print the log lines and the summary; returns 0 when healthy."""
+    """Run the demo end to end and print the log lines and the summary; returns 0 when healthy.
+
+    Every event is recorded into ``store`` (SQLite in the working directory by
+    default), which is read back at the end: top issues and one timeline.
+    """
     tee = _Tee(None if quiet else sys.stdout, console=log_format == "console")
     faultlens.configure(
         service="faultlens-demo",
         level="DEBUG",
         log_format="json",
         log_stream=tee,  # type: ignore[arg-type]
+        store=store,
+        # faultlens's own frames are not in-app; the demo plays an application here.
+        capture=CaptureSettings(in_app_include=("faultlens.demo",)),
     )
     try:
         # The run itself is a unit of work too: lines outside any request (the event
@@ -183,7 +199,10 @@ def run_demo(
             error_scene = asyncio.run(run_error_scene())
             recovery_scene = run_recovery_scene()
     finally:
-        faultlens.shutdown()
+        faultlens.shutdown()  # flushes the recorder into the store
+    dropped = sum(v for k, v in faultlens.stats().items() if k.startswith("recorder.dropped."))
+    failing = next(a for a in error_scene.answers if a.scenario == "dependency down")
+    store_scene = read_store_scene(store, failing.correlation_id, dropped=dropped)
     summary = summarise(bodies, tee.lines)
     print()
     print(summary.render())
@@ -191,5 +210,9 @@ def run_demo(
     print(error_scene.render())
     print()
     print(recovery_scene.render())
-    healthy = summary.healthy and error_scene.healthy and recovery_scene.healthy
+    print()
+    print(store_scene.render())
+    healthy = (
+        summary.healthy and error_scene.healthy and recovery_scene.healthy and store_scene.healthy
+    )
     return 0 if healthy else 1

@@ -25,6 +25,8 @@ exception text.  ``faultlens.errors.ValidationError`` is not pydantic's; both
 classify as validation errors.  docs/errors.md and docs/messages.md have the rules.
 """
 
+from typing import TYPE_CHECKING
+
 from faultlens.errors._base import ConfigurationError, FaultlensError, MissingExtraError
 from faultlens.errors._catalog import locales, messages, negotiate_locale, register_messages
 from faultlens.errors._classify import classify, register
@@ -89,6 +91,10 @@ __all__ = [
     "register_messages",
     "uninstall_asyncio_handler",
 ]
+
+if TYPE_CHECKING:  # loaded lazily at run time, see __getattr__ below
+    from faultlens.errors._capture import CaptureSettings, capture
+    from faultlens.errors._hooks import install_asyncio_handler, uninstall_asyncio_handler
 
 # Capture needs the event bus and the context, which import this package: those names
 # load on first use instead of at import (an eager import would be circular).
