@@ -204,13 +204,11 @@ def sync_success() -> dict[str, float]:
         recorded["tenacity @retry"] = cases["tenacity @retry"]  # same rounds, for the ratio
         recorded["pybreaker"] = cases["pybreaker"]
         with_recording = measure(recorded)
-    results["faultlens retry, recording"] = with_recording["faultlens retry, recording"]
-    if rec_pipe is not None:
-        # Scale by tenacity measured in the same rounds, so the ratio stays like for like.
-        scale = results["tenacity @retry"] / with_recording["tenacity @retry"]
-        results["faultlens retry+breaker, recording"] = (
-            with_recording["faultlens retry+breaker, recording"] * scale
-        )
+    # Scaled by tenacity measured in the same rounds: the ratios stay like for like.
+    scale = results["tenacity @retry"] / with_recording["tenacity @retry"]
+    for name in ("faultlens retry, recording", "faultlens retry+breaker, recording"):
+        if name in with_recording:
+            results[name] = with_recording[name] * scale
     return results
 
 

@@ -8,6 +8,9 @@ import faultlens.errors
 import faultlens.events
 import faultlens.logs
 import faultlens.operations
+import faultlens.recorder
+import faultlens.recovery
+import faultlens.store
 import faultlens.testing
 
 
@@ -28,25 +31,33 @@ def test_top_level_names() -> None:
     """faultlens exports exactly the documented surface, sorted."""
     assert faultlens.__all__ == _isort_order(faultlens.__all__)
     assert set(faultlens.__all__) == {
+        "CircuitBreaker",
         "ContextExecutor",
         "FaultlensError",
         "RequestContext",
         "__version__",
         "bind",
+        "bulkhead",
         "capture",
         "configure",
         "correlate",
         "correlation_id",
         "current_context",
+        "fallback",
         "get_config",
         "get_logger",
         "handle",
         "operation",
         "outgoing_headers",
+        "pipeline",
+        "retry",
         "shutdown",
         "stats",
+        "timeout",
         "wrap",
     }
+    assert faultlens.retry is faultlens.recovery.retry
+    assert faultlens.CircuitBreaker is faultlens.recovery.CircuitBreaker
     for name in faultlens.__all__:
         assert getattr(faultlens, name) is not None
 
@@ -59,6 +70,9 @@ def test_subpackage_exports_are_sorted_and_present() -> None:
         faultlens.events,
         faultlens.logs,
         faultlens.operations,
+        faultlens.recorder,
+        faultlens.recovery,
+        faultlens.store,
         faultlens.testing,
     ):
         assert module.__all__ == _isort_order(module.__all__), module.__name__

@@ -3,6 +3,7 @@
 The names below are the stable public surface; everything else lives in its
 subpackage (``faultlens.context``, ``faultlens.logs``, ``faultlens.events``,
 ``faultlens.operations``, ``faultlens.redaction``, ``faultlens.errors``,
+``faultlens.recovery``, ``faultlens.store``, ``faultlens.recorder``,
 ``faultlens.integrations.*``, ``faultlens.testing``).
 """
 
@@ -25,25 +26,32 @@ from faultlens.errors import FaultlensError, handle
 from faultlens.errors._capture import capture
 from faultlens.logs import get_logger
 from faultlens.operations import operation
+from faultlens.recovery import CircuitBreaker, bulkhead, fallback, pipeline, retry, timeout
 
 __all__ = [
+    "CircuitBreaker",
     "ContextExecutor",
     "FaultlensError",
     "RequestContext",
     "__version__",
     "bind",
+    "bulkhead",
     "capture",
     "configure",
     "correlate",
     "correlation_id",
     "current_context",
+    "fallback",
     "get_config",
     "get_logger",
     "handle",
     "operation",
     "outgoing_headers",
+    "pipeline",
+    "retry",
     "shutdown",
     "stats",
+    "timeout",
     "wrap",
 ]
 

@@ -280,3 +280,61 @@ def test_bad_arguments(kwargs: dict[str, Any]) -> None:
     """bulkhead() validates its arguments with ConfigurationError."""
     with pytest.raises(ConfigurationError):
         bulkhead(**kwargs)
+
+
+def test_sync_stress_never_exceeds_the_limit() -> None:
+    """16 threads hammering 3 slots with a queue never run more than 3 at once."""
+    policy = bulkhead(3, max_queue=5, queue_timeout=0.05)
+    gauge = Gauge()
+    rejected = 0
+    lock = threading.Lock()
+
+    @policy
+    def work() -> None:
+        gauge.enter()
+        gauge.leave()
+
+    def worker() -> None:
+        nonlocal rejected
+        for _ in range(300):
+            try:
+                work()
+            except BulkheadFullError:
+                with lock:
+                    rejected += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert gauge.peak <= 3
+    assert gauge.done + rejected == 16 * 300
+    assert (policy.active, policy.queued) == (0, 0)
+
+
+def test_async_stress_with_cancellations() -> None:
+    """Tasks cancelled at random points leave the counts exact."""
+    policy = bulkhead(4, max_queue=8)
+    gauge = Gauge()
+
+    async def main() -> None:
+        @policy
+        async def work() -> None:
+            gauge.enter()
+            try:
+                await asyncio.sleep(0)
+            finally:
+                gauge.leave()
+
+        tasks = [asyncio.create_task(work()) for _ in range(300)]
+        for i, task in enumerate(tasks):
+            if i % 3 == 0:
+                task.cancel()
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    assert gauge.peak <= 4
+    assert (policy.active, policy.queued) == (0, 0)

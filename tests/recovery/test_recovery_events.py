@@ -122,8 +122,10 @@ def test_nothing_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError("record() called with nobody listening")
 
     monkeypatch.setattr(_retry, "record", fail)
+    monkeypatch.setattr(_retry, "allocate", fail)
     with FakeClock() as clock:
         retry(wait_initial=0, wait_max=0)(Flaky(clock, 2))()
+        retry()(Flaky(clock, 0))()
 
 
 def test_other_subscribers_do_not_receive_recovery_events() -> None:
@@ -193,3 +195,14 @@ def test_extra_keys_and_error_types() -> None:
     assert payload["strategy"] == "cache"
     assert payload["error_type"] == f"{__name__}.{Local.__qualname__}"
     assert _record.error_type(None) is None
+
+
+def test_timestamp_is_the_time_of_the_attempt_even_when_read_later() -> None:
+    """A success event's wall time is fixed at the attempt, however late it is read."""
+    with FakeClock() as clock, capture_events("recovery") as captured:
+        retry()(Flaky(clock, 0))()
+        at = clock.time()
+        clock.advance(60.0)
+        assert captured[0].timestamp == pytest.approx(at, abs=1e-6)
+    assert captured[0].timestamp == pytest.approx(at, abs=1e-6)
+    assert captured[0].to_dict()["timestamp"] == captured[0].timestamp

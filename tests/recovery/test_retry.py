@@ -474,3 +474,19 @@ def test_call_and_acall() -> None:
 
     with FakeClock():
         assert asyncio.run(retry().acall(aflaky, 5)) == 5
+
+
+def test_deadline_events_name_the_function() -> None:
+    """A retry(deadline=...) that runs out records timed_out under the function's name."""
+    from faultlens.recovery import PolicyTimeoutError
+    from faultlens.testing import capture_events
+
+    with FakeClock() as clock, capture_events("recovery") as events:
+
+        def slow() -> None:
+            clock.advance(3.0)
+
+        with pytest.raises(PolicyTimeoutError):
+            retry(deadline=1.0)(slow)()
+    timed_out = [e for e in events if e.payload["outcome"] == "timed_out"]
+    assert [e.name for e in timed_out] == [f"{__name__}.{slow.__qualname__}"]

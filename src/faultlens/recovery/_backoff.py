@@ -23,6 +23,7 @@ from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 
+from faultlens import _clock
 from faultlens.errors import ConfigurationError
 
 __all__ = [
@@ -157,14 +158,15 @@ class Backoff:
         return exponential(attempt, self.initial, self.maximum, self.multiplier)
 
 
-def retry_after_hint(exc: BaseException, now: float) -> float | None:
+def retry_after_hint(exc: BaseException, now: float | None = None) -> float | None:
     """The wait, in seconds, a server asked for through ``exc``; ``None`` without a hint.
 
     Looks at ``exc.retry_after`` (seconds, a timedelta or a header value) and then
     at the ``Retry-After`` header of ``exc.response`` (httpx and requests errors
     carry one): delay-seconds or an HTTP-date, compared with ``now`` (epoch
-    seconds).  Malformed or hostile values are ignored; a date in the past means
-    0; anything beyond a day is capped at a day.
+    seconds; default: the faultlens clock's time).  Malformed or hostile values
+    are ignored; a date in the past means 0; anything beyond a day is capped at
+    a day.
     """
     try:
         value: Any = getattr(exc, "retry_after", None)
@@ -192,7 +194,7 @@ def _header(headers: Any) -> Any:
     return value
 
 
-def _parse_hint(value: Any, now: float) -> float | None:
+def _parse_hint(value: Any, now: float | None) -> float | None:
     if isinstance(value, timedelta):
         result = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
@@ -216,6 +218,8 @@ def _parse_hint(value: Any, now: float) -> float | None:
                 from datetime import UTC
 
                 when = when.replace(tzinfo=UTC)
+            if now is None:
+                now = _clock.get_clock().time()
             result = when.timestamp() - now
     if not math.isfinite(result):
         return None

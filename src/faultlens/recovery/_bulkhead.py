@@ -155,11 +155,14 @@ class Bulkhead(Policy):
 
     def _release(self) -> None:
         with self._lock:
-            waiters = self._waiters
-            while waiters:
-                if waiters.popleft().grant():
-                    return  # the slot passes to the waiter: the count stays
-            self._active -= 1
+            self._release_locked()
+
+    def _release_locked(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            if waiters.popleft().grant():
+                return  # the slot passes to the waiter: the count stays
+        self._active -= 1
 
     def _wait_budget(self) -> float | None:
         # A queued call never waits past the deadline of an enclosing timeout().
@@ -214,34 +217,59 @@ class Bulkhead(Policy):
 
     # --- wrapping ----------------------------------------------------------------------
 
+    # The wrappers take a free slot inline (one lock round trip, no call) and leave
+    # the queueing to _acquire_*, which checks again under the lock.  Whenever a call
+    # waits, every slot is taken (a release hands its slot over instead of freeing
+    # it), so the inline check never jumps the queue.
+
     def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Return ``fn`` admitted through this bulkhead."""
         label = self._label or callable_name(fn)
+        bulkhead, lock, limit, waiters = self, self._lock, self.max_concurrent, self._waiters
         acquire = self._acquire_sync
-        release = self._release
+        release_locked = self._release_locked
 
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            acquire(label)
+            with lock:
+                admitted = bulkhead._active < limit
+                if admitted:
+                    bulkhead._active += 1
+            if not admitted:
+                acquire(label)
             try:
                 return fn(*args, **kwargs)
             finally:
-                release()
+                with lock:
+                    if waiters:
+                        release_locked()
+                    else:
+                        bulkhead._active -= 1
 
         return run
 
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         """Return coroutine function ``fn`` admitted through this bulkhead."""
         label = self._label or callable_name(fn)
+        bulkhead, lock, limit, waiters = self, self._lock, self.max_concurrent, self._waiters
         acquire = self._acquire_async
-        release = self._release
+        release_locked = self._release_locked
         call = as_coroutine_function(fn)
 
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            await acquire(label)
+            with lock:
+                admitted = bulkhead._active < limit
+                if admitted:
+                    bulkhead._active += 1
+            if not admitted:
+                await acquire(label)
             try:
                 return await call(*args, **kwargs)
             finally:
-                release()
+                with lock:
+                    if waiters:
+                        release_locked()
+                    else:
+                        bulkhead._active -= 1
 
         return run
 

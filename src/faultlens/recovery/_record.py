@@ -47,8 +47,13 @@ __all__ = [
     "Outcome",
     "PolicyKind",
     "RecoveryEvent",
+    "allocate",
     "bus",
+    "current_context",
     "error_type",
+    "fill",
+    "has_subscribers",
+    "publish",
     "record",
 ]
 
@@ -103,7 +108,20 @@ _EVENT_FIELDS = (
 _id_lock = threading.Lock()
 
 # What a RecoveryEvent stores, in one tuple (one slot write on the hot path).
-_NAME, _POLICY, _ATTEMPT, _OUTCOME, _DELAY, _DURATION, _ERROR, _EXTRA, _CTX, _TIME = range(10)
+(
+    _NAME,
+    _POLICY,
+    _ATTEMPT,
+    _OUTCOME,
+    _DELAY,
+    _DURATION,
+    _ERROR,
+    _EXTRA,
+    _CTX,
+    _TIME,
+    _MONO,
+    _CLOCK,
+) = range(12)
 
 
 class RecoveryEvent(_Event):
@@ -116,10 +134,11 @@ class RecoveryEvent(_Event):
     The id is fixed at its first read, under a lock, so every reader sees the same.
     """
 
-    __slots__ = ("_id", "_payload", "_state")
+    __slots__ = ("_id", "_payload", "_state", "_timestamp")
     _state: tuple[Any, ...]
     _payload: Mapping[str, Any]
     _id: str
+    _timestamp: float
     kind = _RECOVERY
 
     @property
@@ -177,8 +196,25 @@ class RecoveryEvent(_Event):
 
     @property
     def timestamp(self) -> float:
-        timestamp: float = self._state[_TIME]
-        return timestamp
+        state = self._state
+        timestamp: float | None = state[_TIME]
+        if timestamp is not None:
+            return timestamp
+        # Recorded with the monotonic reading only (the retry success path): the
+        # wall time is now minus the monotonic time elapsed since, on the same clock.
+        # Fixed at its first read, like the id.
+        try:
+            return self._timestamp
+        except AttributeError:
+            pass
+        with _id_lock:
+            try:
+                return self._timestamp
+            except AttributeError:
+                clock = state[_CLOCK]
+                value: float = clock.time() - (clock.monotonic() - state[_MONO])
+                _set_timestamp(self, value)
+                return value
 
     @property
     def id(self) -> str:
@@ -219,10 +255,26 @@ _new = object.__new__
 # Bound once: the bus is a process-wide singleton (subscribers change, the object not).
 _has_subscribers = bus.has_subscribers
 _publish = bus.publish
+
+has_subscribers: Final = bus.has_subscribers
+publish: Final = bus.publish
 # The frozen dataclass __setattr__ refuses writes: the slots are written directly.
 _set_state = RecoveryEvent.__dict__["_state"].__set__
+
+
+# The success path of retry builds its event inline, without the call to record()
+# (a tenth of a healthy recorded call): it allocates with `allocate(RecoveryEvent)`,
+# fills the state with `fill(event, state)` and publishes with `publish(event)`.  The
+# state tuple is, in order: name, policy, attempt, outcome, delay_s, duration_ms,
+# error_type, extra, context (``current_context()``), then either the wall-clock
+# timestamp, None, None, or None, the clock's monotonic reading at the event and the
+# clock (the wall time is then derived on first read: one clock call less).
+allocate: Final = object.__new__
+fill: Final = _set_state
+current_context: Final = _current.get
 _set_payload = RecoveryEvent.__dict__["_payload"].__set__
 _set_id = RecoveryEvent.__dict__["_id"].__set__
+_set_timestamp = RecoveryEvent.__dict__["_timestamp"].__set__
 
 _type_names: dict[type[BaseException], str] = {}
 
@@ -273,6 +325,8 @@ def record(  # noqa: PLR0917 (positional on purpose, hot path)
                 extra,
                 _current.get(),
                 _clock._clock.time(),
+                None,
+                None,
             ),
         )
         _publish(event)

@@ -17,6 +17,7 @@ to know whether to record; everything else was computed at decoration time.
 
 from __future__ import annotations
 
+import functools
 import random as _random
 import threading
 from collections.abc import Awaitable, Callable
@@ -25,13 +26,24 @@ from datetime import timedelta
 from typing import Any, Final, Literal, ParamSpec, TypeAlias, TypeVar
 
 from faultlens import _clock
+from faultlens._clock import Clock
 from faultlens.errors import ConfigurationError
+from faultlens.events import RECOVERY
 from faultlens.recovery import _backoff
 from faultlens.recovery._backoff import Backoff, Jitter, RandomSource, retry_after_hint
 from faultlens.recovery._backoff import seconds as _seconds
 from faultlens.recovery._errors import RecoveryError, RetryExhaustedError
 from faultlens.recovery._policy import Policy, as_coroutine_function, callable_name
-from faultlens.recovery._record import bus, record
+from faultlens.recovery._record import (
+    RecoveryEvent,
+    allocate,
+    bus,
+    current_context,
+    fill,
+    has_subscribers,
+    publish,
+    record,
+)
 from faultlens.recovery._timeout import Timeout, _deadline
 
 __all__ = ["Retry", "RetryBudget", "is_retryable", "retry"]
@@ -46,6 +58,10 @@ RetryOn: TypeAlias = (
 )
 """Exception class(es) to retry, or a predicate (``True``: retry; a number or
 timedelta: retry after that custom delay; ``False``: give up)."""
+
+# A tuple, not `int | float | timedelta`: isinstance with a union builds nothing, but
+# the union expression itself is built on every evaluation.
+_DELAY_TYPES: Final = (int, float, timedelta)
 
 Reason = Literal["not_retryable", "attempts", "timeout", "deadline", "budget"]
 
@@ -92,7 +108,7 @@ def is_retryable(exc: BaseException) -> bool:
             return bool(classify(exc).retryable)
         except Exception:  # a broken rule must not turn a failure into a crash
             pass
-    return isinstance(exc, ConnectionError | TimeoutError)
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 def _predicate(on: RetryOn | None) -> Callable[[BaseException], bool | float | timedelta]:
@@ -112,7 +128,7 @@ def _predicate(on: RetryOn | None) -> Callable[[BaseException], bool | float | t
         def matches(exc: BaseException) -> bool:
             if not isinstance(exc, types):
                 return False
-            if _sheds_load(exc):
+            if isinstance(exc, RecoveryError) and _sheds_load(exc):
                 return names_recovery and any(
                     issubclass(t, RecoveryError) and isinstance(exc, t) for t in types
                 )
@@ -227,6 +243,7 @@ class Retry(Policy):
         "_attempt_timeout",
         "_deadline_policy",
         "_label",
+        "_no_backoff",
         "_on",
         "_random",
         "attempts",
@@ -266,6 +283,7 @@ class Retry(Policy):
         self.attempts = attempts
         self.timeout = None if timeout is None else _seconds(timeout, "retry timeout")
         self.backoff = backoff or Backoff()
+        self._no_backoff = self.backoff.maximum == 0
         # Unnamed, the inner timeouts name their events after the function, as retry does.
         self._attempt_timeout = (
             None
@@ -297,7 +315,9 @@ class Retry(Policy):
             return "not_retryable"
         verdict = self._on(exc)
         custom: float | None = None
-        if isinstance(verdict, int | float | timedelta) and not isinstance(verdict, bool):
+        if verdict is True:
+            pass
+        elif isinstance(verdict, _DELAY_TYPES) and not isinstance(verdict, bool):
             custom = _seconds(verdict, "the delay returned by retry(on=...)")
         elif not verdict:
             return "not_retryable"
@@ -311,9 +331,13 @@ class Retry(Policy):
             )
         if max_attempts is not None and attempt >= max_attempts:
             return "attempts"
-        # A delay the predicate returned replaces the backoff.
-        delay = self.backoff.delay(attempt, previous, self._random) if custom is None else custom
-        hint = retry_after_hint(exc, _clock.get_clock().time())
+        if custom is not None:  # the predicate's delay replaces the backoff
+            delay = custom
+        elif self._no_backoff:
+            delay = 0.0
+        else:
+            delay = self.backoff.delay(attempt, previous, self._random)
+        hint = retry_after_hint(exc)
         if hint is not None and hint > delay:
             delay = hint
         if testing.active:
@@ -358,8 +382,8 @@ class Retry(Policy):
         exc: Exception,
         started: float,
         label: str,
+        clock: Clock,
     ) -> R:
-        clock = _clock.get_clock()
         attempt = 1
         attempt_started = started
         previous = 0.0
@@ -372,9 +396,11 @@ class Retry(Policy):
                 raise self._give_up(exc, attempt, decision, label)
             if decision > 0:
                 clock.sleep(decision)
+                attempt_started = clock.monotonic()
+            else:
+                attempt_started = now  # no wait: the next attempt starts now
             previous = decision
             attempt += 1
-            attempt_started = clock.monotonic()
             try:
                 result = fn(*args, **kwargs)
             except Exception as error:
@@ -399,8 +425,8 @@ class Retry(Policy):
         exc: Exception,
         started: float,
         label: str,
+        clock: Clock,
     ) -> R:
-        clock = _clock.get_clock()
         attempt = 1
         attempt_started = started
         previous = 0.0
@@ -413,9 +439,11 @@ class Retry(Policy):
                 raise self._give_up(exc, attempt, decision, label)
             if decision > 0:
                 await clock.asleep(decision)
+                attempt_started = clock.monotonic()
+            else:
+                attempt_started = now  # no wait: the next attempt starts now
             previous = decision
             attempt += 1
-            attempt_started = clock.monotonic()
             try:
                 result = await fn(*args, **kwargs)
             except Exception as error:
@@ -465,19 +493,32 @@ class Retry(Policy):
             try:
                 result = call(*args, **kwargs)
             except Exception as exc:  # cancellation (BaseException) is never caught
-                return retry_sync(call, args, kwargs, exc, started, label)
-            if bus.active:
-                record(
-                    "retry",
-                    label,
-                    1,
-                    "succeeded_first_time",
-                    0.0,
-                    (clock.monotonic() - started) * 1000.0,
+                return retry_sync(call, args, kwargs, exc, started, label, clock)
+            if bus.active and has_subscribers(RECOVERY):
+                end = clock.monotonic()
+                event = allocate(RecoveryEvent)
+                fill(
+                    event,
+                    (
+                        label,
+                        "retry",
+                        1,
+                        "succeeded_first_time",
+                        0.0,
+                        (end - started) * 1000.0,
+                        None,
+                        None,
+                        current_context(),
+                        None,
+                        end,
+                        clock,
+                    ),
                 )
+                publish(event)
             return result
 
         if self._deadline_policy is not None:
+            functools.update_wrapper(run, fn)  # the deadline's events name the function
             return self._deadline_policy.wrap(run)
         return run
 
@@ -501,19 +542,32 @@ class Retry(Policy):
             try:
                 result = await call(*args, **kwargs)
             except Exception as exc:
-                return await retry_async(call, args, kwargs, exc, started, label)
-            if bus.active:
-                record(
-                    "retry",
-                    label,
-                    1,
-                    "succeeded_first_time",
-                    0.0,
-                    (clock.monotonic() - started) * 1000.0,
+                return await retry_async(call, args, kwargs, exc, started, label, clock)
+            if bus.active and has_subscribers(RECOVERY):
+                end = clock.monotonic()
+                event = allocate(RecoveryEvent)
+                fill(
+                    event,
+                    (
+                        label,
+                        "retry",
+                        1,
+                        "succeeded_first_time",
+                        0.0,
+                        (end - started) * 1000.0,
+                        None,
+                        None,
+                        current_context(),
+                        None,
+                        end,
+                        clock,
+                    ),
                 )
+                publish(event)
             return result
 
         if self._deadline_policy is not None:
+            functools.update_wrapper(run, fn)  # the deadline's events name the function
             return self._deadline_policy.wrap_async(run)
         return run
 
