@@ -50,6 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     from faultlens.store._cli import add_commands
 
     add_commands(commands)  # migrate, cleanup
+    report = commands.add_parser(
+        "report",
+        help="print the insights of a time window: health, trends, issues, recovery",
+        description=(
+            "Read the store and print the insights of the last WINDOW as tables: the health "
+            "score, traffic and users affected, error trends by category and layer, top, new "
+            "and regressed issues, recovery effectiveness per policy, patterns and "
+            "recommendations (docs/insights-and-alerts.md)."
+        ),
+    )
+    report.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL (default: $FAULTLENS_STORE, else sqlite:///faultlens.db)",
+    )
+    report.add_argument(
+        "--window",
+        metavar="DURATION",
+        type=_duration,
+        default="24h",
+        help="how far back to look: 30m, 24h, 7d (default 24h)",
+    )
+    report.add_argument(
+        "--buckets", metavar="N", type=_positive, default=24, help="trend buckets (default 24)"
+    )
+    report.add_argument(
+        "--top", metavar="N", type=_positive, default=10, help="issues listed (default 10)"
+    )
+    report.add_argument("--tenant", metavar="ID", help="only this tenant's events")
+    report.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -61,6 +91,16 @@ def _positive(text: str) -> int:
     if not 1 <= value <= 1000:
         raise argparse.ArgumentTypeError("must be between 1 and 1000")
     return value
+
+
+def _duration(text: str) -> float:
+    from faultlens.analysis._insights import parse_duration
+    from faultlens.errors import ConfigurationError
+
+    try:
+        return parse_duration(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from faultlens.store._cli import run
 
         return run(args)
+    if args.command == "report":
+        from faultlens.analysis._report import run_report
+
+        return run_report(args)
     parser.print_help(sys.stdout)
     return 0
 

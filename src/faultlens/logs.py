@@ -708,21 +708,29 @@ class FaultlensHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Write ``record`` as one line and flush; failures go to :meth:`handleError`."""
         try:
             formatter = self.formatter
+            ctx = record.__dict__.get("faultlens_context") or _current_get()
+            lines = _line_counts
             if type(formatter) is JSONFormatter:
                 text = formatter.format_bytes(record).decode()
                 with self.lock:  # type: ignore[union-attr]
                     stream = self.stream
                     stream.write(text)
                     stream.flush()
+                    lines[0] += 1
+                    if ctx is None:
+                        lines[1] += 1
             else:  # another formatter: format under the lock, as the stdlib does
                 with self.lock:  # type: ignore[union-attr]
                     text = self.format(record)
                     stream = self.stream
                     stream.write(text + self.terminator)
                     stream.flush()
+                    lines[0] += 1
+                    if ctx is None:
+                        lines[1] += 1
             crumbs = _breadcrumbs
             if crumbs is not None:
-                crumbs.add(record.__dict__.get("faultlens_context") or _current_get(), text)
+                crumbs.add(ctx, text)
         except RecursionError:  # the stdlib's rule: never swallow a recursion error
             raise
         except Exception:
@@ -919,6 +927,10 @@ _sink_settings = LogSettings()
 # events: it installs its buffer here (None: off).  Written lines are handed over with
 # one call, after the write.
 _breadcrumbs: Any = None
+# Correlation coverage (read by faultlens.analysis): [lines written, lines written
+# without a correlation context], since the process started.  Incremented under the
+# handler's lock, which every writer to the stream takes anyway: no lock of their own.
+_line_counts: list[int] = [0, 0]
 
 
 def configure_logging(
@@ -1140,18 +1152,23 @@ class StructuredLogger:
             )
         except Exception as exc:  # a formatter bug must not lose the line
             data = _degraded_line(exc, created, levelname, self.name, message)
+        ctx = _current_get()
         try:
             text = data.decode()
             with sink.lock:  # type: ignore[union-attr]
                 stream = sink.stream
                 stream.write(text)
                 stream.flush()
+                lines = _line_counts
+                lines[0] += 1
+                if ctx is None:
+                    lines[1] += 1
         except Exception:
             sink.handleError(None)  # type: ignore[arg-type]
             return
         crumbs = _breadcrumbs
         if crumbs is not None:
-            crumbs.add(_current_get(), text)
+            crumbs.add(ctx, text)
 
     def _via_stdlib(
         self,

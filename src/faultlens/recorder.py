@@ -26,6 +26,9 @@ What a caller can rely on:
   twice when it runs again.
 * ``faultlens.shutdown()`` and interpreter exit flush with a bounded wait
   (``shutdown_timeout``).
+* Batch observers (:meth:`Recorder.add_observer`, e.g. the pattern detectors of
+  ``faultlens.analysis``) run on the writer thread after each batch, off the
+  application's threads.
 * After ``os.fork()`` the child starts its own writer on its first event and
   re-opens the store from its URL: it never uses the parent's connection.  A
   store passed as an object without a ``url`` cannot be re-opened; the child
@@ -66,6 +69,7 @@ except ImportError:  # pragma: no cover - Windows: one process per spool
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "BatchObserver",
     "EventWriter",
     "Recorder",
     "RecorderSettings",
@@ -82,8 +86,13 @@ _RANKS: Final[dict[str, int]] = {
     _events.ERROR: _HIGH,
     _events.ALERT: _HIGH,
     _events.AUDIT: _HIGH,
+    "pattern": _HIGH,  # faultlens.analysis.PATTERN: few, and what the dashboard leads with
 }
 _MiB: Final = 1024 * 1024
+_OBSERVER_IDLE_S: Final = 1.0
+
+BatchObserver = Callable[[Sequence[Event]], object]
+"""Called on the writer thread with each batch taken off the queue (see ``add_observer``)."""
 
 
 @runtime_checkable
@@ -396,6 +405,7 @@ class Recorder:
             deque(),
         )
         self._handoff = self._make_handoff()
+        self._observers: tuple[BatchObserver, ...] = ()
         self._reset_runtime()
 
     def _reset_runtime(self) -> None:
@@ -418,6 +428,7 @@ class Recorder:
         self._backoff = self._retry_initial
         self._spool_pending = True  # unknown until the writer looks
         self._first_seen: float | None = None
+        self._observed_at = 0.0
 
     # --- the hot path ---------------------------------------------------------------------
 
@@ -595,6 +606,33 @@ class Recorder:
             "recorder.spool_bytes": self._spool.size(),
         }
 
+    @property
+    def store(self) -> EventWriter | None:
+        """The store the writer writes to (None while it is not open, e.g. in a forked child)."""
+        return self._store
+
+    def add_observer(self, observer: BatchObserver) -> None:
+        """Call ``observer(batch)`` on the writer thread after each batch is written or spooled.
+
+        Each event taken off the queue is observed once (events replayed from
+        the spool are not observed again).  While the writer is idle the
+        observers get an empty batch about once a second, so time-based state
+        (a pattern whose condition cleared) moves on without traffic.  An
+        observer must not block for long: it delays the next batch.  One that
+        raises is counted (``recorder.observer_errors``), reported once, and
+        kept.
+        """
+        if not callable(observer):
+            raise ConfigurationError("add_observer takes a callable observer(batch)")
+        with self._start_lock:
+            self._observers = (*self._observers, observer)
+        self._wake()
+
+    def remove_observer(self, observer: BatchObserver) -> None:
+        """Stop calling ``observer`` (no error if it was not added)."""
+        with self._start_lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
+
     # --- the writer thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -646,6 +684,11 @@ class Recorder:
             if self._spool_pending:
                 wait = max(self._retry_at - now, 0.001)
                 timeout = wait if timeout is None else min(timeout, wait)
+            if self._observers:
+                wait = self._observed_at + _OBSERVER_IDLE_S - now
+                if wait <= 0:
+                    break
+                timeout = wait if timeout is None else min(timeout, wait)
             self._signal.wait(timeout)
             self._signal.clear()
         self._idle = False
@@ -666,17 +709,40 @@ class Recorder:
         if self._spool_pending and (forced or self._store_due(self._now())):
             self._replay()
         limit = self._depth() + self._capacity  # bounded even under sustained load
+        observed = False
         while limit > 0:
             batch = self._take(min(self._batch_size, limit))
             if not batch:
                 break
             limit -= len(batch)
             self._deliver(batch)
+            observed = self._observe(batch) or observed
+        if not observed and self._observers and self._now() >= self._observed_at + _OBSERVER_IDLE_S:
+            self._observe([])
         if forced:
             drops = self._drops + self._spool.drops
             lost, self._drops_reported = drops != self._drops_reported, drops
             self._finish_flush(not self._spool_pending and not lost, target)
         return not (stopping and self._depth() == 0)
+
+    def _observe(self, batch: Sequence[Event]) -> bool:
+        """Hand ``batch`` to the observers; False when there are none."""
+        observers = self._observers
+        if not observers:
+            return False
+        self._observed_at = self._now()
+        for observer in observers:
+            try:
+                observer(batch)
+            except Exception as failure:
+                counters.incr("recorder.observer_errors")
+                report_once(
+                    f"recorder.observer:{id(observer)}",
+                    f"a recorder batch observer {getattr(observer, '__qualname__', observer)!r} "
+                    f"raised {type(failure).__name__}: {failure!s:.200}; it stays registered, "
+                    "failures are counted in faultlens.stats()['recorder.observer_errors']",
+                )
+        return True
 
     def _finish_flush(self, ok: bool, target: int) -> None:
         with self._cond:

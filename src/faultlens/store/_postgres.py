@@ -48,6 +48,13 @@ _INSERT_FROM_INCOMING: Final = (
 )
 
 
+def _json_path(path: tuple[str, ...]) -> str:
+    """A jsonb path (``{a,b}``) of plain keys; SQL text, so only faultlens's own key names."""
+    if not path or not all(key.isidentifier() for key in path):
+        raise ValueError(f"not a plain JSON key path: {path!r}")
+    return "{" + ",".join(path) + "}"
+
+
 @lru_cache(maxsize=512)
 def _translate(text: str) -> str:
     return text.replace("?j", "%s::jsonb").replace("?", "%s")
@@ -165,6 +172,16 @@ class PostgresStore(SQLStore):
 
     def _bucket_sql(self) -> str:
         return "floor(timestamp / ?)::bigint"
+
+    def _json_text_sql(self, column: str, *path: str) -> str:
+        return f"({column} #>> '{_json_path(path)}')"
+
+    def _json_number_sql(self, column: str, *path: str) -> str:
+        at = _json_path(path)
+        return (
+            f"(CASE WHEN jsonb_typeof({column} #> '{at}') = 'number' "
+            f"THEN ({column} #>> '{at}')::double precision END)"
+        )
 
     # -- schema ------------------------------------------------------------------------
 

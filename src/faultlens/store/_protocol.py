@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from faultlens.events import Event
 from faultlens.store._types import (
@@ -18,10 +20,101 @@ from faultlens.store._types import (
     StoredEvent,
 )
 
-__all__ = ["CleanupProgress", "Store"]
+if TYPE_CHECKING:
+    from faultlens.analysis._patterns import Pattern
+
+__all__ = ["Alert", "AlertStatus", "CleanupProgress", "EventStats", "RecoveryStats", "Store"]
 
 CleanupProgress = Callable[[int, int], object]
 """Called as ``progress(deleted_so_far, total_to_delete)`` after each batch."""
+
+AlertStatus = Literal["firing", "resolved"]
+
+_NO_DETAILS: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    """One alert: a rule's condition held for one key from ``fired_at`` until ``resolved_at``.
+
+    Written by :class:`faultlens.analysis.AlertEngine` at each transition
+    (``firing``, then ``resolved``) with :meth:`Store.save_alert`.  ``details``
+    holds the rule's ``metric``, ``condition``, ``key``, the ``value`` and
+    ``threshold`` seen, a ``message`` and the ``correlation_id`` of a triggering
+    event when there is one (JSON-safe values; redacted when stored).
+    """
+
+    id: str
+    rule: str
+    status: AlertStatus
+    severity: str
+    fired_at: float
+    resolved_at: float | None = None
+    tenant_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=lambda: _NO_DETAILS)
+
+    @property
+    def key(self) -> str:
+        """What the alert is about within its rule (``"issue:42"``), ``""`` for the whole system."""
+        value = self.details.get("key")
+        return value if isinstance(value, str) else ""
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The correlation id of a triggering event, or None."""
+        value = self.details.get("correlation_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def message(self) -> str:
+        """A one-line description of what fired (or resolved)."""
+        value = self.details.get("message")
+        return value if isinstance(value, str) else self.rule
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventStats:
+    """What the events of a time window say about traffic, errors and their reach.
+
+    ``events``/``with_correlation`` count events per kind (all of them, and
+    those carrying a correlation id); ``operations_ended`` counts ``operation``
+    events of phase ``end``; ``errors_by_severity`` counts error events by
+    their classification's severity (``"unknown"`` when absent); ``users``,
+    ``sessions`` and ``tenants`` are the distinct ids among error events;
+    ``latest_correlation`` maps a severity to the correlation id of its newest
+    error event that carries one.
+    """
+
+    since: float
+    until: float
+    events: Mapping[str, int]
+    with_correlation: Mapping[str, int]
+    operations_ended: int
+    errors_by_severity: Mapping[str, int]
+    users: int
+    sessions: int
+    tenants: int
+    latest_correlation: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryStats:
+    """Recovery events of one policy kind, policy name and outcome in a time window.
+
+    ``attempts`` sums the events' ``attempt`` numbers; ``recover_seconds`` sums
+    the time to recover of the events that carry one (``recover_count`` of
+    them): for ``succeeded_after_retry`` from the start of the first failed
+    attempt of the same call (same correlation and policy name) to the success,
+    for ``fell_back`` and ``recovered`` the event's own duration.
+    """
+
+    policy: str
+    name: str
+    outcome: str
+    events: int
+    attempts: int
+    recover_seconds: float
+    recover_count: int
 
 
 @runtime_checkable
@@ -177,6 +270,70 @@ class Store(Protocol):
         after: str | None = None,
     ) -> Page[AuditEntry]:
         """Audit entries, newest first, optionally of one target (``"issue:42"``)."""
+        ...
+
+    def save_patterns(self, patterns: Iterable[Pattern]) -> int:
+        """Insert or update ``faultlens.analysis.Pattern`` snapshots by id; return how many.
+
+        The latest snapshot of a pattern wins (a pattern is saved again as it
+        goes on and when it ends).
+        """
+        ...
+
+    def patterns(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        since: float | datetime | None = None,
+        limit: int = 100,
+        tenant_id: str | None = None,
+    ) -> list[Pattern]:
+        """Stored patterns, the most recent ``last_occurrence`` first.
+
+        ``status`` (``ongoing``/``ended``) and ``type`` (``recurring``, ``burst``,
+        ``cascade``, ``degradation``) filter; ``since`` keeps patterns whose last
+        occurrence is at or after it.
+        """
+        ...
+
+    def save_alert(self, alert: Alert) -> None:
+        """Insert ``alert``, or update the stored one with its id (status, resolution, details)."""
+        ...
+
+    def alerts(
+        self,
+        *,
+        status: AlertStatus | None = None,
+        rule: str | None = None,
+        since: float | datetime | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, the most recently fired first.
+
+        ``since`` keeps alerts fired at or after it and those still firing (or
+        resolved after it) then: the alerts active at some point since then.
+        """
+        ...
+
+    def event_stats(
+        self,
+        *,
+        since: float | datetime,
+        until: float | datetime | None = None,
+        tenant_id: str | None = None,
+    ) -> EventStats:
+        """Counts of the events in ``[since, until)`` (default: now); see :class:`EventStats`."""
+        ...
+
+    def recovery_stats(
+        self,
+        *,
+        since: float | datetime,
+        until: float | datetime | None = None,
+        tenant_id: str | None = None,
+    ) -> list[RecoveryStats]:
+        """Recovery events in ``[since, until)`` per policy kind, name and outcome."""
         ...
 
     def close(self) -> None:

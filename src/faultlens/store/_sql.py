@@ -26,15 +26,23 @@ import threading
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import timedelta
-from typing import Any, Final, Literal
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import orjson
 
 from faultlens._clock import get_clock
 from faultlens._metrics import counters, report_once
 from faultlens.errors import FaultlensError, NotFoundError, ValidationError
 from faultlens.events import ERROR, Event
-from faultlens.store._fingerprint import GROUPING_ALGORITHMS, fingerprint
-from faultlens.store._protocol import CleanupProgress
+from faultlens.store._fingerprint import (
+    GROUPING_ALGORITHMS,
+    GROUPING_VERSION,
+    event_title,
+    fingerprint,
+    stack_grouping_json,
+)
+from faultlens.store._protocol import Alert, CleanupProgress, EventStats, RecoveryStats
 from faultlens.store._queries import (
     ISSUE_SELECT,
     Cursor,
@@ -48,7 +56,12 @@ from faultlens.store._types import (
     Issue,
     IssueStatus,
     StoreError,
+    instant,
 )
+from faultlens.store._types import limit as limit_arg
+
+if TYPE_CHECKING:
+    from faultlens.analysis._patterns import Pattern
 
 __all__ = ["SQLStore"]
 
@@ -59,33 +72,64 @@ _SETTABLE_STATUSES: Final = frozenset({"unresolved", "resolved", "ignored"})
 
 
 class Grouped:
-    """How one error event is grouped (the result of ``fingerprint(event)``)."""
+    """How one error event is grouped: fingerprint, version, title and culprit.
 
-    __slots__ = ("culprit", "fingerprint", "title", "version")
+    The title is made when first read: only the newest event of each issue in a
+    batch gives the issue its title, so the others never pay for one (a title is
+    redacted again, which is most of what grouping an event costs).
+    """
 
-    def __init__(self, fingerprint: str, version: int, title: str, culprit: str | None) -> None:
+    __slots__ = ("_event", "_title", "culprit", "fingerprint", "version")
+
+    def __init__(
+        self,
+        fingerprint: str,
+        version: int,
+        title: str | None,
+        culprit: str | None,
+        event: Event | None = None,
+    ) -> None:
         self.fingerprint = fingerprint
         self.version = version
-        self.title = title
         self.culprit = culprit
+        self._title = title
+        self._event = event  # makes the title when none was given
+
+    @property
+    def title(self) -> str:
+        title = self._title
+        if title is None:
+            event = self._event
+            if event is None:  # never: either a title or the event is given
+                return ""
+            title = self._title = _title_of(event)
+        return title
+
+
+def _title_of(event: Event) -> str:
+    try:
+        title = event_title(event)
+    except Exception:  # never expected (the payload is cleaned): the name stands in
+        counters.incr("store.fingerprint_failures")
+        return event.name
+    return clip(str(title), _MAX_TITLE_CHARS) if title else event.name
 
 
 def group_event(event: Event) -> Grouped:
     """Fingerprint a cleaned error event; a failure falls back to grouping by name."""
     try:
-        result = fingerprint(event)
-        if result is None:
+        if event.kind != ERROR:
             raise ValueError("not grouped")
-        digest = str(result.fingerprint)
+        # Cleaned payloads hold JSON types only: the stack's part is memoised.
+        digest, culprit = stack_grouping_json(event)
         if not digest:
             raise ValueError("empty fingerprint")
-        title = result.title
-        culprit = result.culprit
         return Grouped(
-            clip(digest, 256),
-            int(result.version),
-            clip(str(title), _MAX_TITLE_CHARS) if title else event.name,
+            clip(str(digest), 256),
+            GROUPING_VERSION,
+            None,
             None if culprit is None else clip(str(culprit), _MAX_TITLE_CHARS),
+            event,
         )
     except Exception as exc:  # grouping must never lose the event
         counters.incr("store.fingerprint_failures")
@@ -700,6 +744,263 @@ class SQLStore(Queries):
             cur.execute(self._sql(f"SELECT {ISSUE_SELECT} FROM issues WHERE id = ?"), (target,))
             return self._issue_row(cur.fetchone())
 
+    # -- alerts and the reads insights need (used by faultlens.analysis) -----------------
+
+    _ALERT_COLUMNS: Final = "id, rule, status, severity, tenant_id, fired_at, resolved_at, details"
+    # How far back the first failed attempt of a retried call is looked for.
+    _RECOVERY_HORIZON: Final = 3600.0
+
+    @abstractmethod
+    def _json_text_sql(self, column: str, *path: str) -> str:
+        """SQL of the value at ``path`` in the JSON ``column`` as text (NULL when absent)."""
+
+    @abstractmethod
+    def _json_number_sql(self, column: str, *path: str) -> str:
+        """SQL of the number at ``path`` in the JSON ``column`` (NULL when absent or not one)."""
+
+    def save_alert(self, alert: Alert) -> None:
+        """Insert ``alert``, or update the stored one with its id (status, resolution, details)."""
+        if not isinstance(alert, Alert):
+            raise ValidationError(
+                f"save_alert takes a faultlens.store Alert, not {type(alert).__name__}"
+            )
+        if alert.status not in ("firing", "resolved"):
+            raise ValidationError(
+                f"alert status must be 'firing' or 'resolved', not {alert.status!r}",
+                field="status",
+            )
+        if not isinstance(alert.details, Mapping):
+            raise ValidationError("alert details must be a mapping", field="details")
+        fired_at = instant(alert.fired_at, "fired_at")
+        row = (
+            text_arg(alert.id, "id", 200),
+            text_arg(alert.rule, "rule", 200),
+            alert.status,
+            text_arg(alert.severity, "severity", 64),
+            optional_text(alert.tenant_id, "tenant_id"),
+            fired_at,
+            instant(alert.resolved_at, "resolved_at"),
+            clean_payload(alert.details)[1],
+        )
+        sql = self._sql(
+            f"INSERT INTO alerts ({self._ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?j) "
+            "ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+            "severity = excluded.severity, resolved_at = excluded.resolved_at, "
+            "details = excluded.details"
+        )
+        with self._guard("saving an alert"), self._write() as cur:
+            cur.execute(sql, row)
+
+    def alerts(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        since: float | datetime | None = None,
+        limit: int = 100,
+    ) -> list[Alert]:
+        """Alerts, the most recently fired first (see the protocol for ``since``)."""
+        size = limit_arg(limit, "limit")
+        sql = f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE 1 = 1"
+        params: list[Any] = []
+        if status is not None:
+            if status not in ("firing", "resolved"):
+                raise ValidationError(
+                    f"status must be 'firing', 'resolved' or None, not {status!r}",
+                    field="status",
+                )
+            sql += " AND status = ?"
+            params.append(status)
+        if optional_text(rule, "rule") is not None:
+            sql += " AND rule = ?"
+            params.append(rule)
+        start = instant(since, "since")
+        if start is not None:
+            sql += " AND (fired_at >= ? OR resolved_at IS NULL OR resolved_at >= ?)"
+            params.extend((start, start))
+        sql += " ORDER BY fired_at DESC, id DESC LIMIT ?"
+        params.append(size)
+        with self._guard("listing alerts"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        out: list[Alert] = []
+        for row in rows:
+            details = self._load_json(row[7])
+            out.append(
+                Alert(
+                    id=row[0],
+                    rule=row[1],
+                    status=row[2],
+                    severity=row[3],
+                    tenant_id=row[4],
+                    fired_at=float(row[5]),
+                    resolved_at=None if row[6] is None else float(row[6]),
+                    details=details if isinstance(details, dict) else {},
+                )
+            )
+        return out
+
+    @staticmethod
+    def _span(
+        since: float | datetime,
+        until: float | datetime | None,
+        tenant_id: str | None,
+        table: str = "",
+    ) -> tuple[float, float, str, list[Any]]:
+        """``(start, end, where, params)`` of a time window of events (and a tenant)."""
+        start = instant(since, "since")
+        if start is None:
+            raise ValidationError("since is required", field="since")
+        end = instant(until, "until")
+        if end is None:
+            end = get_clock().time()
+        where = f"{table}timestamp >= ? AND {table}timestamp < ?"
+        params: list[Any] = [start, end]
+        if optional_text(tenant_id, "tenant_id") is not None:
+            where += f" AND {table}tenant_id = ?"
+            params.append(tenant_id)
+        return start, end, where, params
+
+    def event_stats(
+        self,
+        *,
+        since: float | datetime,
+        until: float | datetime | None = None,
+        tenant_id: str | None = None,
+    ) -> EventStats:
+        """Counts of the events in ``[since, until)``; see :class:`EventStats`."""
+        start, end, where, base = self._span(since, until, tenant_id)
+        text = self._json_text_sql
+        severity = (
+            f"COALESCE({text('payload', 'classification', 'severity')}, "
+            f"{text('payload', 'severity')}, 'unknown')"
+        )
+        events: dict[str, int] = {}
+        carried: dict[str, int] = {}
+        by_severity: dict[str, int] = {}
+        latest: dict[str, str] = {}
+        operations = users = sessions = tenants = 0
+        with self._guard("summarising events"):
+            kinds = self._kinds() if end > start else []
+            with self._read() as cur:
+                for kind in kinds:  # one index range per kind
+                    cur.execute(
+                        self._sql(
+                            "SELECT COUNT(*), COUNT(correlation_id) FROM events "
+                            f"WHERE kind = ? AND {where}"
+                        ),
+                        [kind, *base],
+                    )
+                    total, with_id = cur.fetchone()
+                    if total:
+                        events[kind] = int(total)
+                        carried[kind] = int(with_id)
+                if events.get("operation"):
+                    cur.execute(
+                        self._sql(
+                            "SELECT COUNT(*) FROM events WHERE kind = 'operation' "
+                            f"AND {where} AND {text('payload', 'phase')} = 'end'"
+                        ),
+                        base,
+                    )
+                    operations = int(cur.fetchone()[0])
+                if events.get(ERROR):
+                    cur.execute(
+                        self._sql(
+                            f"SELECT {severity}, COUNT(*) FROM events "
+                            f"WHERE kind = 'error' AND {where} GROUP BY 1"
+                        ),
+                        base,
+                    )
+                    by_severity = {str(row[0]): int(row[1]) for row in cur.fetchall()}
+                    cur.execute(
+                        self._sql(
+                            "SELECT COUNT(DISTINCT user_id), COUNT(DISTINCT tenant_id), "
+                            f"COUNT(DISTINCT {text('payload', 'context', 'session_id')}) "
+                            f"FROM events WHERE kind = 'error' AND {where}"
+                        ),
+                        base,
+                    )
+                    users, tenants, sessions = (int(v) for v in cur.fetchone())
+                    for level in sorted(by_severity):
+                        cur.execute(
+                            self._sql(
+                                f"SELECT correlation_id FROM events WHERE kind = 'error' "
+                                f"AND {where} AND correlation_id IS NOT NULL "
+                                f"AND {severity} = ? ORDER BY timestamp DESC LIMIT 1"
+                            ),
+                            [*base, level],
+                        )
+                        row = cur.fetchone()
+                        if row is not None:
+                            latest[level] = row[0]
+        return EventStats(
+            since=start,
+            until=end,
+            events=events,
+            with_correlation=carried,
+            operations_ended=operations,
+            errors_by_severity=by_severity,
+            users=users,
+            sessions=sessions,
+            tenants=tenants,
+            latest_correlation=latest,
+        )
+
+    def recovery_stats(
+        self,
+        *,
+        since: float | datetime,
+        until: float | datetime | None = None,
+        tenant_id: str | None = None,
+    ) -> list[RecoveryStats]:
+        """Recovery events in ``[since, until)`` per policy kind, name and outcome."""
+        _, _, where, base = self._span(since, until, tenant_id, "e.")
+        text, number = self._json_text_sql, self._json_number_sql
+        outcome, r_outcome = text("e.payload", "outcome"), text("r.payload", "outcome")
+        duration, r_duration = (
+            number("e.payload", "duration_ms"),
+            number("r.payload", "duration_ms"),
+        )
+        # Time to recover: a retried call's success minus the start of its first
+        # failed attempt (the newest attempt-1 failure of the same correlation and
+        # policy before it); a fallback's or a strategy's own duration.
+        sql = (
+            "SELECT policy, name, outcome, COUNT(*), SUM(attempt), SUM(ttr), COUNT(ttr) FROM ("
+            f" SELECT COALESCE({text('e.payload', 'policy')}, '') AS policy, e.name AS name,"
+            f" COALESCE({outcome}, '') AS outcome,"
+            f" COALESCE({number('e.payload', 'attempt')}, 0) AS attempt,"
+            " CASE"
+            f"  WHEN {outcome} IN ('fell_back', 'recovered')"
+            f"   THEN COALESCE({duration}, 0) / 1000.0"
+            f"  WHEN {outcome} = 'succeeded_after_retry' AND e.correlation_id IS NOT NULL"
+            "   THEN e.timestamp - ("
+            f"    SELECT r.timestamp - COALESCE({r_duration}, 0) / 1000.0 FROM events r"
+            "    WHERE r.correlation_id = e.correlation_id AND r.kind = 'recovery'"
+            "     AND r.name = e.name AND r.timestamp <= e.timestamp"
+            "     AND r.timestamp >= e.timestamp - ?"
+            f"     AND {r_outcome} = 'retrying' AND {number('r.payload', 'attempt')} = 1"
+            "    ORDER BY r.timestamp DESC LIMIT 1)"
+            " END AS ttr"
+            f" FROM events e WHERE e.kind = 'recovery' AND {where}"
+            ") t GROUP BY policy, name, outcome ORDER BY policy, name, outcome"
+        )
+        with self._guard("summarising recovery events"), self._read() as cur:
+            cur.execute(self._sql(sql), [self._RECOVERY_HORIZON, *base])
+            rows = cur.fetchall()
+        return [
+            RecoveryStats(
+                policy=str(row[0]),
+                name=str(row[1]),
+                outcome=str(row[2]),
+                events=int(row[3]),
+                attempts=int(row[4] or 0),
+                recover_seconds=float(row[5] or 0.0),
+                recover_count=int(row[6]),
+            )
+            for row in rows
+        ]
+
     # -- retention (see _retention.py for the algorithm) --------------------------------
 
     def cleanup(
@@ -767,3 +1068,129 @@ class SQLStore(Queries):
         with self._write() as cur:
             cur.execute(self._sql(self._delete_batch_sql), (kind, threshold, size))
             return int(cur.rowcount)
+
+    # -- patterns (written by faultlens.analysis) ---------------------------------------
+    # suggested_actions and ended_at live in the details JSON under those two keys.
+
+    _PATTERN_COLUMNS: Final = (
+        "id, type, status, tenant_id, first_occurrence, last_occurrence, occurrences, "
+        "layers, fingerprints, confidence, details"
+    )
+
+    def save_patterns(self, patterns: Iterable[Pattern]) -> int:
+        """Insert or update ``patterns`` by id (the latest snapshot wins); return how many."""
+        from faultlens.analysis._patterns import Pattern
+
+        rows: list[tuple[Any, ...]] = []
+        for pattern in patterns:
+            if not isinstance(pattern, Pattern):
+                raise ValidationError(
+                    "save_patterns takes faultlens.analysis.Pattern objects, "
+                    f"not {type(pattern).__name__}"
+                )
+            details = dict(pattern.details)
+            details["suggested_actions"] = list(pattern.suggested_actions)
+            details["ended_at"] = pattern.ended_at
+            _, details_json = clean_payload(details)
+            layers_json = orjson.dumps([clip(str(x), 200) for x in pattern.layers[:64]])
+            prints_json = orjson.dumps([clip(str(x), 200) for x in pattern.fingerprints[:64]])
+            rows.append(
+                (
+                    clip(pattern.id, 200),
+                    pattern.type.value,
+                    pattern.status.value,
+                    pattern.tenant_id,
+                    float(pattern.first_occurrence),
+                    float(pattern.last_occurrence),
+                    int(pattern.occurrences),
+                    layers_json.decode(),
+                    prints_json.decode(),
+                    float(pattern.confidence),
+                    details_json,
+                )
+            )
+        if not rows:
+            return 0
+        rows.sort(key=lambda r: r[0])  # concurrent writers lock rows in one order
+        sql = self._sql(
+            f"INSERT INTO patterns ({self._PATTERN_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?j, ?j, ?, ?j) ON CONFLICT (id) DO UPDATE SET "
+            "type = excluded.type, status = excluded.status, tenant_id = excluded.tenant_id, "
+            "first_occurrence = excluded.first_occurrence, "
+            "last_occurrence = excluded.last_occurrence, occurrences = excluded.occurrences, "
+            "layers = excluded.layers, fingerprints = excluded.fingerprints, "
+            "confidence = excluded.confidence, details = excluded.details"
+        )
+        with self._guard("saving patterns"), self._write() as cur:
+            cur.executemany(sql, rows)
+        return len(rows)
+
+    def patterns(
+        self,
+        *,
+        status: str | None = None,
+        type: str | None = None,
+        since: float | datetime | None = None,
+        limit: int = 100,
+        tenant_id: str | None = None,
+    ) -> list[Pattern]:
+        """Stored patterns, the most recent ``last_occurrence`` first (ties by id)."""
+        from faultlens.analysis._patterns import Pattern, PatternStatus, PatternType
+
+        size = limit_arg(limit, "limit")
+        sql = f"SELECT {self._PATTERN_COLUMNS} FROM patterns WHERE 1 = 1"
+        params: list[Any] = []
+        for name, value, allowed in (
+            ("status", status, PatternStatus),
+            ("type", type, PatternType),
+        ):
+            if value is None:
+                continue
+            if value not in {m.value for m in allowed}:
+                raise ValidationError(
+                    f"{name} must be one of {sorted(m.value for m in allowed)} or None, "
+                    f"not {value!r}",
+                    field=name,
+                )
+            sql += f" AND {name} = ?"
+            params.append(str(value))
+        start = instant(since, "since")
+        if start is not None:
+            sql += " AND last_occurrence >= ?"
+            params.append(start)
+        if optional_text(tenant_id, "tenant_id") is not None:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        sql += " ORDER BY last_occurrence DESC, id DESC LIMIT ?"
+        params.append(size)
+        with self._guard("listing patterns"), self._read() as cur:
+            cur.execute(self._sql(sql), params)
+            rows = cur.fetchall()
+        out: list[Pattern] = []
+        for row in rows:
+            details = self._load_json(row[10])
+            details = dict(details) if isinstance(details, dict) else {}
+            layers, prints = self._load_json(row[7]), self._load_json(row[8])
+            try:
+                out.append(
+                    Pattern.from_dict(
+                        {
+                            "id": row[0],
+                            "type": row[1],
+                            "status": row[2],
+                            "tenant_id": row[3],
+                            "first_occurrence": row[4],
+                            "last_occurrence": row[5],
+                            "occurrences": row[6],
+                            "layers": layers if isinstance(layers, list) else [],
+                            "fingerprints": prints if isinstance(prints, list) else [],
+                            "confidence": row[9],
+                            "suggested_actions": details.pop("suggested_actions", None) or [],
+                            "ended_at": details.pop("ended_at", None),
+                            "details": details,
+                        }
+                    )
+                )
+            except (KeyError, TypeError, ValueError):  # a row edited by hand
+                counters.incr("store.unreadable_patterns")
+        return out

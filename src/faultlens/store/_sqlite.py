@@ -41,6 +41,13 @@ _INSERT_EVENTS: Final = (
 )
 
 
+def _json_path(path: tuple[str, ...]) -> str:
+    """A JSON path (``$.a.b``) of plain keys; SQL text, so only faultlens's own key names."""
+    if not path or not all(key.isidentifier() for key in path):
+        raise ValueError(f"not a plain JSON key path: {path!r}")
+    return "$." + ".".join(path)
+
+
 class _Reader:
     """A thread's read connection; closed when its thread ends (or the store closes)."""
 
@@ -176,6 +183,16 @@ class SQLiteStore(SQLStore):
 
     def _bucket_sql(self) -> str:
         return "CAST(timestamp / ? AS INTEGER)"
+
+    def _json_text_sql(self, column: str, *path: str) -> str:
+        return f"json_extract({column}, '{_json_path(path)}')"
+
+    def _json_number_sql(self, column: str, *path: str) -> str:
+        at = _json_path(path)
+        return (
+            f"(CASE WHEN json_type({column}, '{at}') IN ('integer', 'real') "
+            f"THEN json_extract({column}, '{at}') END)"
+        )
 
     # -- schema ------------------------------------------------------------------------
 
