@@ -30,6 +30,7 @@ import socket
 import sys
 import sysconfig
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -757,9 +758,10 @@ _psutil_process: Any = None  # False once psutil was found missing
 
 
 def _forget_process() -> None:
-    global _static_system, _psutil_process
+    global _static_system, _psutil_process, _rss_read_at
     _static_system = None
     _psutil_process = None
+    _rss_read_at = float("-inf")
 
 
 if hasattr(os, "register_at_fork"):
@@ -794,6 +796,11 @@ def system_info() -> dict[str, Any]:
     return info
 
 
+_RSS_MAX_AGE_S = 1.0
+_rss_read_at = float("-inf")
+_rss_bytes = 0
+
+
 def _process_figures(info: dict[str, Any]) -> None:
     global _psutil_process
     try:
@@ -809,9 +816,18 @@ def _process_figures(info: dict[str, Any]) -> None:
         info["cpu_user_s"] = round(times.user, 6)
         info["cpu_system_s"] = round(times.system, 6)
     if _LINUX:  # what psutil would read, without psutil
+        global _rss_read_at, _rss_bytes
+        now = time.monotonic()
+        if now - _rss_read_at < _RSS_MAX_AGE_S:
+            # Reading /proc is a system call that releases the GIL; under a burst of
+            # errors a reading up to a second old is as useful and far cheaper.
+            info["rss_bytes"] = _rss_bytes
+            return
         try:
             with open("/proc/self/statm", "rb") as statm:
-                info["rss_bytes"] = int(statm.read().split()[1]) * _PAGE_SIZE
+                _rss_bytes = int(statm.read().split()[1]) * _PAGE_SIZE
+            _rss_read_at = now
+            info["rss_bytes"] = _rss_bytes
             return
         except Exception:  # no /proc (a sandbox): try psutil
             pass
