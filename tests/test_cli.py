@@ -86,6 +86,16 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     stored = summary.partition("store scene")[2]
     assert "KeyError: 'report token=[REDACTED]'" in stored
     assert re.search(r"error +httpx.HTTPStatusError .*issue #\d+", stored)
+    analysis = summary.partition("analysis scene: incident replay")[2]
+    patterns, _, rest = analysis.partition("  alerts fired (")
+    for kind in ("recurring", "burst", "cascade", "degradation"):
+        assert re.search(rf"^    {kind} +\d+ min ago", patterns, re.MULTILINE), kind
+    fired = int(rest.split(",", 1)[0])
+    assert fired >= 2
+    assert "critical critical_error_rate" in rest
+    assert "verdict: every pattern type and 2+ alerts" in rest
+    assert "faultlens report: last 2h" in rest
+    assert "Recommendations" in rest
     assert (tmp_path / "demo.db").exists()
 
 

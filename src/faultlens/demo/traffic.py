@@ -13,6 +13,7 @@ import orjson
 
 import faultlens
 from faultlens.context import ContextExecutor
+from faultlens.demo.analysis_scene import run_analysis_scene
 from faultlens.demo.errors_scene import run_error_scene
 from faultlens.demo.recovery_scene import run_recovery_scene
 from faultlens.demo.store_scene import read_store_scene
@@ -179,7 +180,10 @@ def run_demo(
     """Run the demo end to end and print the log lines and the summary; returns 0 when healthy.
 
     Every event is recorded into ``store`` (SQLite in the working directory by
-    default), which is read back at the end: top issues and one timeline.
+    default), which is read back at the end: top issues and one timeline.  Then
+    an incident replay (:mod:`faultlens.demo.analysis_scene`) writes two hours of
+    a synthetic tenant into it, detects its patterns, fires its alerts and prints
+    the insights report.
     """
     tee = _Tee(None if quiet else sys.stdout, console=log_format == "console")
     faultlens.configure(
@@ -212,7 +216,16 @@ def run_demo(
     print(recovery_scene.render())
     print()
     print(store_scene.render())
+    print()
+    # After the store scene has read its figures: the incident replay writes two hours
+    # of a synthetic tenant into the same store, and its alert engine logs its alerts.
+    analysis_scene = run_analysis_scene(store)
+    print(analysis_scene.render())
     healthy = (
-        summary.healthy and error_scene.healthy and recovery_scene.healthy and store_scene.healthy
+        summary.healthy
+        and error_scene.healthy
+        and recovery_scene.healthy
+        and store_scene.healthy
+        and analysis_scene.healthy
     )
     return 0 if healthy else 1
