@@ -24,10 +24,13 @@ batches of 500 as the recorder's writer hands them over.
 Both get the same stream of pre-built samples: 20 errors a second (a busy service
 in trouble), four layers, 200 fingerprints, a correlation per request, with bursts.
 Sizes 10 000 and 100 000 errors.  The reference's cost grows with the timeline, so
-the ratio grows with N.  At 100 000 a full run of the reference takes many minutes:
-by default its time is measured exactly on evenly spaced slices of the stream (the
-state before each slice is built by the same code, with the timeline scans done
-incrementally) and integrated; ``--full`` runs it end to end instead.
+the ratio grows with N.  At 100 000 a full run of the reference takes about 25
+minutes: by default its time is measured exactly on evenly spaced slices of the
+stream (the state before each slice is built by the same code, with the timeline
+scans done incrementally) and integrated.  That estimate is a lower bound: the
+slices start after a ``gc.collect()`` and so skip the full garbage collections a
+long run pays over its ever larger heap.  ``--full`` runs it end to end instead;
+``--check`` compares both at 10 000.
 
     .venv/bin/python benchmarks/bench_detectors.py [--full]
 """

@@ -181,8 +181,11 @@ class StoreAnalyzer:
     here).  ``burst``, ``degradation`` and ``recurring`` configure the
     detectors (``None``: defaults; pass ``False`` to leave one out); counts are
     read in buckets of ``bucket`` seconds, which must divide the detectors'
-    bucket widths.  Changes are saved to the store and, with ``publish``,
-    published as ``pattern`` events (which the leader's recorder writes).
+    bucket widths; each run re-reads the last ``settle`` seconds for late
+    writes.  ``tenant_id`` analyses one tenant's errors only.  Changes are
+    saved to the store and, with ``publish``, published as ``pattern`` events
+    (which the leader's recorder writes).  ``lock_name`` names the leader lock:
+    analyzers with different names (and detector settings) lead separately.
 
     :meth:`run_once` analyses once (call it from your scheduler), or
     :meth:`start` runs it every ``interval`` seconds on a daemon thread.
@@ -243,6 +246,10 @@ class StoreAnalyzer:
             [self.settle]
             + [getattr(t, "window", 0.0) * (getattr(t, "trend_windows", 1) + 1) for t in templates]
             + [getattr(t, "baseline_tau", 0.0) for t in templates]
+        )
+        # Counts per issue are many rows: read only what the recurring window needs.
+        self._issue_span = self.settle + max(
+            (t.window for t in templates if isinstance(t, RecurringDetector)), default=0.0
         )
         self._leader = _leadership(store, lock_name)
         self.is_leader = False
@@ -321,9 +328,12 @@ class StoreAnalyzer:
         if RecurringDetector in wanted:
             queries.append("issue")
         for by in queries:
+            since_by = start
+            if by == "issue":
+                since_by = max(start, ((until - self._issue_span) // self.bucket) * self.bucket)
             for count in self.store.counts(
                 bucket_seconds=self.bucket,
-                since=start,
+                since=since_by,
                 until=until,
                 by=by,
                 kind="error",
