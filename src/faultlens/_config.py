@@ -59,6 +59,7 @@ def configure(
     capture_unhandled: bool = False,
     store: str | _recorder.EventWriter | None = None,
     recorder: _recorder.RecorderSettings | None = None,
+    detect_patterns: bool = False,
 ) -> Config:
     """Set faultlens up for this process and return the applied :class:`Config`.
 
@@ -80,7 +81,10 @@ def configure(
     thread; ``recorder`` tunes its batching, queue bound and spool (see
     :class:`faultlens.recorder.RecorderSettings`).  Without ``store`` no
     events are recorded, and a recorder a previous call started is flushed and
-    stopped.
+    stopped.  ``detect_patterns=True`` (with a ``store``) runs the pattern
+    detectors on the recorder's writer thread (a
+    :class:`faultlens.analysis.PatternMonitor` attached to it), saving and
+    publishing every pattern change.
     """
     for name, header in (
         ("correlation_header", correlation_header),
@@ -89,6 +93,8 @@ def configure(
         if not header or not header.isascii() or any(c in header for c in " :\r\n\t"):
             raise ConfigurationError(f"{name} must be an HTTP header name, not {header!r}")
     # Built before anything is applied: a bad store or setting leaves the old config.
+    if detect_patterns and store is None:
+        raise ConfigurationError("detect_patterns=True needs a store: pass store=... too")
     new_recorder = _recorder.Recorder(store, settings=recorder) if store is not None else None
     static: dict[str, Any] = {}
     if service:
@@ -129,6 +135,10 @@ def configure(
         else:
             uninstall_unhandled_hooks()
         _recorder._install(new_recorder)
+        if detect_patterns and new_recorder is not None:
+            from faultlens.analysis import PatternMonitor
+
+            PatternMonitor().attach(new_recorder)
         _config = config
     return config
 
