@@ -388,6 +388,8 @@ _MEMO_MAX: Final = 2048
 _MEMO_KEY_BYTES: Final = 16_384
 _ONCE_MAX: Final = 65_536
 _memo: dict[bytes, tuple[str | None, str | None]] = {}
+# The same, by the identity of the parts read, for payloads that never change.
+_by_identity: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[str | None, str | None]]] = {}
 _seen_once: set[int] = set()
 # Types orjson would encode its own way (dataclasses, datetimes, subclasses) are
 # refused, so that a key never stands for two different values.
@@ -421,13 +423,16 @@ def fingerprint_json(event: Event, *, version: int = GROUPING_VERSION) -> Groupi
 
 
 def stack_grouping_json(
-    event: Event, *, version: int = GROUPING_VERSION
+    event: Event, *, version: int = GROUPING_VERSION, frozen: bool = False
 ) -> tuple[str, str | None]:
     """The fingerprint and the culprit of :func:`fingerprint_json`, without the title.
 
     The store groups a batch's events with these and makes a title only for the
-    event that gives its issue one (the newest).  Raises ``ValueError`` for an
-    unknown ``version``, as :func:`fingerprint` does.
+    event that gives its issue one (the newest).  ``frozen=True`` promises that the
+    payload's lists and dicts are never changed (the store's cleaned payloads, whose
+    recurring parts are shared from event to event): they are then remembered by
+    identity too, which spares encoding them.  Raises ``ValueError`` for an unknown
+    ``version``, as :func:`fingerprint` does.
     """
     payload = event.payload
     algorithm = GROUPING_ALGORITHMS.get(version)
@@ -435,27 +440,36 @@ def stack_grouping_json(
         return _hash(grouping_components(event, version=version)), _culprit(
             payload if _is_mapping(payload) else {}
         )
-    try:
-        key = orjson.dumps(
-            (
-                payload.get("type"),
-                payload.get("frames"),
-                payload.get("chain"),
-                payload.get("group"),
-                payload.get("fingerprint"),
-            ),
-            default=_refuse,
-            option=_KEY_OPTIONS,
-        )
-    except (TypeError, orjson.JSONEncodeError):
-        return _hash(grouping_components(event, version=version)), _culprit(payload)
-    entry = _memo.get(key)
+    parts = (
+        payload.get("type"),
+        payload.get("frames"),
+        payload.get("chain"),
+        payload.get("group"),
+        payload.get("fingerprint"),
+    )
+    entry = None
+    if frozen:
+        identity = tuple(map(id, parts))
+        known = _by_identity.get(identity)
+        if known is not None:
+            entry = known[1]
     if entry is None:
-        entry = _stack_grouping(payload)
-        if len(key) <= _MEMO_KEY_BYTES and _seen_before(key):
-            if len(_memo) >= _MEMO_MAX:
-                _memo.clear()
-            _memo[key] = entry
+        try:
+            key = orjson.dumps(parts, default=_refuse, option=_KEY_OPTIONS)
+        except (TypeError, orjson.JSONEncodeError):
+            return _hash(grouping_components(event, version=version)), _culprit(payload)
+        entry = _memo.get(key)
+        if entry is None:
+            entry = _stack_grouping(payload)
+            if len(key) <= _MEMO_KEY_BYTES and _seen_before(key):
+                if len(_memo) >= _MEMO_MAX:
+                    _memo.clear()
+                _memo[key] = entry
+        if frozen:
+            if len(_by_identity) >= _MEMO_MAX:
+                _by_identity.clear()
+            # The entry holds the parts: while it lives, no other object has their ids.
+            _by_identity[identity] = (parts, entry)
     digest, culprit = entry
     if digest is None:  # no frames: the message takes part
         digest = _hash(_components(payload, algorithm))

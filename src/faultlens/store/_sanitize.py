@@ -24,7 +24,6 @@ import dataclasses
 import datetime as _dt
 import enum
 import math
-import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -66,8 +65,10 @@ _CACHE_PLANS: Final = 256
 _CACHE_ROWS: Final = 2048
 _CACHE_ROW_BYTES: Final = 32_768
 _PLAN_KEYS: Final = 64
-_DEMOTE_AFTER: Final = 3  # misses in a row that make a value one-off
-_PROMOTE_AFTER: Final = 8  # hits in a row that make it recurring again
+_DEMOTE_AFTER: Final = 3  # times in a row a row value did not recur: a one-off
+_PROMOTE_AFTER: Final = 8  # times in a row a one-off recurred: a row value again
+_RECENT: Final = 128  # distinct values per generation a value recurs among
+_BY_VALUE: Final = frozenset({str, int, float, bool, type(None)})
 _ROW_TYPES: Final = frozenset({str, int, float, bool, type(None), dict, list})
 _ONCE_MAX: Final = 65_536
 _SHRUNK_STRING_CHARS: Final = 1024
@@ -159,9 +160,16 @@ def _as_text(value: object) -> str:
 
 
 class _Plan:
-    """How payloads of one layout (their keys, in order) are cleaned; see _Cleaner.plan."""
+    """How payloads of one layout (their keys, in order) are cleaned; see _Cleaner.plan.
 
-    __slots__ = ("collisions", "hits", "misses", "names", "sensitive", "split")
+    A value *recurs* when it was cached and is one of the last distinct values (a
+    hundred or two) seen under its key: an error's type, stack or classification
+    do, its message and request context do not (nor does a value cached once but
+    seen among thousands of others, such as the messages of a replayed batch).
+    Recurring values make the row, which then recurs as a whole.
+    """
+
+    __slots__ = ("collisions", "misses", "names", "recent", "runs", "sensitive", "split")
 
     def __init__(
         self,
@@ -173,47 +181,94 @@ class _Plan:
         self.names = names  # the keys as stored
         self.sensitive = sensitive  # positions under a sensitive key
         self.collisions = collisions  # keys stored alike (the last one wins)
-        self.misses = [0] * len(names)  # per recurring value: cache misses in a row
-        self.hits = [0] * len(names)  # per one-off value: cache hits in a row
-        self.split = _split(stable, (), sensitive)
+        self.misses = [0] * len(names)  # per row value: times in a row it did not recur
+        self.runs = [0] * len(names)  # per one-off value: times in a row it recurred
+        # Per position, the distinct values seen last, in two generations: {key: value}
+        # (the value keeps an object alive, so that its id is not reused meanwhile).
+        self.recent: list[tuple[dict[Any, Any], dict[Any, Any]]] = [({}, {}) for _ in names]
+        self.split = _split(names, stable, (), sensitive, collisions)
+
+    def recurs(self, index: int, cleaned: Any, hit: bool) -> bool:
+        """Record the value cleaned at ``index``; did it recur?"""
+        # Text and numbers by value, containers (cached ones are shared) by identity,
+        # empty ones (made anew each time) by type.
+        kind = type(cleaned)
+        key = cleaned if kind in _BY_VALUE else id(cleaned) if cleaned else kind
+        current, previous = self.recent[index]
+        if key in current:
+            return hit
+        current[key] = cleaned
+        if len(current) >= _RECENT:
+            self.recent[index] = ({}, current)
+        return hit and key in previous
 
     def regroup(self) -> None:
-        """Move values that missed too often to the one-offs, and back when they hit."""
-        stable, volatile, _, _ = self.split
+        """Move row values that stopped recurring to the one-offs, and back."""
+        stable, volatile, _, _, _ = self.split
         keep = tuple(i for i in stable if self.misses[i] < _DEMOTE_AFTER)
-        back = tuple(i for i in volatile if self.hits[i] >= _PROMOTE_AFTER)
+        back = tuple(i for i in volatile if self.runs[i] >= _PROMOTE_AFTER)
         for index in back:
             self.misses[index] = 0
         for index in stable:
-            self.hits[index] = 0
+            self.runs[index] = 0
         self.split = _split(
+            self.names,
             tuple(sorted(keep + back)),
             tuple(sorted(i for i in (*stable, *volatile) if i not in keep and i not in back)),
             self.sensitive,
+            self.collisions,
         )
 
 
 _Split = tuple[
     tuple[int, ...],  # positions of the recurring values, cleaned as one row
     tuple[int, ...],  # positions of the one-off values, cleaned one by one
-    Callable[[Sequence[Any]], tuple[Any, ...]],  # picks the row's values from a payload's
-    Callable[[Sequence[Any]], tuple[Any, ...]],  # row + one-offs + sensitive -> payload order
+    Callable[[Sequence[Any]], tuple[Any, ...]],  # pick(values) -> the row's values
+    Callable[[Sequence[Any], Sequence[Any]], dict[str, Any]],  # build(row, tail) -> payload
+    Callable[[Sequence[bytes], Sequence[Any]], bytes] | None,  # encode(row JSON, tail) -> JSON
 ]
 
 
-def _split(stable: tuple[int, ...], volatile: tuple[int, ...], sensitive: tuple[int, ...]) -> _Split:
-    where = {index: at for at, index in enumerate((*stable, *volatile, *sensitive))}
-    return stable, volatile, _getter(stable), _getter(tuple(where[i] for i in sorted(where)))
+def _split(
+    names: tuple[str, ...],
+    stable: tuple[int, ...],
+    volatile: tuple[int, ...],
+    sensitive: tuple[int, ...],
+    collisions: int,
+) -> _Split:
+    """The functions that take a payload apart and put it together again.
 
-
-def _getter(indexes: tuple[int, ...]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
-    """``operator.itemgetter(*indexes)``, a tuple whatever the number of indexes."""
-    if len(indexes) > 1:
-        return operator.itemgetter(*indexes)
-    if indexes:
-        only = indexes[0]
-        return lambda values: (values[only],)
-    return lambda values: ()
+    Written out as Python source for this layout (from positions only: the keys
+    are passed in), they cost a few bytecodes per key where ``dict(zip(...))`` and
+    a generic encoding of the payload cost ten times as much.  ``tail`` holds the
+    one-off values, then those under sensitive keys.
+    """
+    source: dict[int, tuple[str, str]] = {}
+    for at, index in enumerate(stable):
+        source[index] = f"row[{at}]", f"ready[{at}]"
+    for at, index in enumerate((*volatile, *sensitive)):
+        source[index] = f"tail[{at}]", f"dumps(tail[{at}])"
+    count = len(names)
+    picked = "".join(f"values[{index}], " for index in stable)
+    built = ", ".join(f"K[{i}]: {source[i][0]}" for i in range(count))
+    encoded = "".join(f"P[{i}], {source[i][1]}, " for i in range(count))
+    code = (
+        "def make(K, P, dumps, join):\n"
+        f"    def pick(values):\n        return ({picked})\n"
+        f"    def build(row, tail):\n        return {{{built}}}\n"
+        f"    def encode(ready, tail):\n        return join(({encoded}P[{count}],))\n"
+        "    return pick, build, encode\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # the source is made of indexes only, never of keys
+    # The JSON between the values: '{"type":', ',"message":', ... '}'.
+    between = (
+        *((b"," if i else b"{") + orjson.dumps(name) + b":" for i, name in enumerate(names)),
+        b"}",
+    )
+    pick, build, encode = namespace["make"](names, between, orjson.dumps, b"".join)
+    # Keys stored alike make one JSON key of the dict: leave those to orjson.
+    return stable, volatile, pick, build, None if collisions else encode
 
 
 class _Cleaner:
@@ -295,8 +350,8 @@ class _Cleaner:
 
     # -- structures -------------------------------------------------------------------
 
-    def top(self, payload: Mapping[Any, Any]) -> tuple[dict[str, Any], Any]:
-        """The payload mapping cleaned, and what to encode as its JSON (see planned)."""
+    def top(self, payload: Mapping[Any, Any]) -> tuple[dict[str, Any], bytes | None]:
+        """The payload mapping cleaned, and its JSON when made already (see planned)."""
         if type(payload) is dict:
             # A private copy: its keys and values are read in two steps below, which
             # another thread changing the payload meanwhile must not tear apart.
@@ -313,9 +368,8 @@ class _Cleaner:
             out = self.walk(snapshot)
             if known:  # a layout seen twice gets a plan
                 self.plan(layout)
-            return out, out
-        out = self.walk(payload)
-        return out, out
+            return out, None
+        return self.walk(payload), None
 
     def walk(self, payload: Mapping[Any, Any]) -> dict[str, Any]:
         """The payload mapping, key by key."""
@@ -371,7 +425,7 @@ class _Cleaner:
 
     def plan(self, layout: tuple[Any, ...]) -> None:
         """Make the plan of a payload layout seen twice."""
-        if len(layout) > _PLAN_KEYS or not all(type(key) is str for key in layout):
+        if not layout or len(layout) > _PLAN_KEYS or not all(type(key) is str for key in layout):
             return
         entries = [self.key(key) for key in layout]
         names = tuple(name for name, _ in entries)
@@ -381,12 +435,12 @@ class _Cleaner:
             self.plans.clear()
         self.plans[layout] = _Plan(names, sensitive, stable, len(names) - len(set(names)))
 
-    def planned(self, payload: dict[str, Any], plan: _Plan) -> tuple[dict[str, Any], Any]:
-        """The payload cleaned, and the same with each cached value's JSON ready-made."""
+    def planned(self, payload: dict[str, Any], plan: _Plan) -> tuple[dict[str, Any], bytes | None]:
+        """The payload cleaned, and its JSON when made from the row's ready-made JSON."""
         values = list(payload.values())
-        stable, volatile, pick, order = plan.split  # one read: another thread may replace it
+        stable, volatile, pick, build, encode = plan.split  # one read: it may be replaced
         row: tuple[Any, ...] = ()
-        ready: tuple[Any, ...] = ()
+        ready: tuple[bytes, ...] | None = ()
         if stable:
             picked = pick(values)
             entry = None
@@ -402,9 +456,10 @@ class _Cleaner:
                     else:
                         blob = None
             if entry is None:
-                row = ready = self.row(plan, stable, picked)
+                row = self.row(plan, stable, picked)
+                ready = None
                 if blob is not None and self._admit(blob):
-                    ready = tuple(orjson.Fragment(orjson.dumps(value)) for value in row)
+                    ready = tuple(orjson.dumps(value) for value in row)
                     if len(self.rows) >= _CACHE_ROWS:
                         self.rows.clear()
                     self.rows[blob] = (row, ready)
@@ -412,16 +467,16 @@ class _Cleaner:
                 row, ready = entry
         tail = []
         if volatile:
-            hits = plan.hits
+            runs = plan.runs
             promote = False
             for index in volatile:
                 cleaned, hit = self.top_value(values[index])
                 tail.append(cleaned)
-                if hit:
-                    hits[index] += 1
-                    promote = promote or hits[index] >= _PROMOTE_AFTER
+                if plan.recurs(index, cleaned, hit):
+                    runs[index] += 1
+                    promote = promote or runs[index] >= _PROMOTE_AFTER
                 else:
-                    hits[index] = 0
+                    runs[index] = 0
             if promote:
                 plan.regroup()
         for index in plan.sensitive:
@@ -429,12 +484,13 @@ class _Cleaner:
             tail.append(value if value is None or value is True or value is False else self.marker)
         if plan.collisions:
             counters.incr("store.key_collisions", plan.collisions)
-        names = plan.names
-        out = dict(zip(names, order((*row, *tail)), strict=True))
-        if ready is row:
-            return out, out
-        # The row's values as orjson.Fragment: encoding the payload copies their JSON.
-        return out, dict(zip(names, order((*ready, *tail)), strict=True))
+        out = build(row, tail)
+        if ready is None or encode is None:
+            return out, None
+        try:
+            return out, encode(ready, tail)
+        except TypeError:  # never expected: cleaned values encode
+            return out, None
 
     def row(self, plan: _Plan, stable: tuple[int, ...], picked: tuple[Any, ...]) -> tuple[Any, ...]:
         """The recurring values of a payload cleaned one by one; learn which missed."""
@@ -444,7 +500,7 @@ class _Cleaner:
         for index, value in zip(stable, picked, strict=True):
             cleaned, hit = self.top_value(value)
             row.append(cleaned)
-            if hit:
+            if plan.recurs(index, cleaned, hit):
                 misses[index] = 0
             else:
                 misses[index] += 1
@@ -645,20 +701,22 @@ def _current_cleaner() -> _Cleaner:
 def clean_payload(payload: object) -> tuple[dict[str, Any], str]:
     """A payload as a redacted, JSON-safe dict and its JSON text (bounded in size)."""
     cleaner = _current_cleaner()
+    blob: bytes | None = None
     try:
         if type(payload) is dict or isinstance(payload, Mapping):
-            out, wire = cleaner.top(payload)
+            out, blob = cleaner.top(payload)
         else:  # not a mapping at all: keep it, under a key
-            out = wire = {"value": cleaner.value(payload, 1, None)}
+            out = {"value": cleaner.value(payload, 1, None)}
     except Exception as exc:  # a Mapping whose items() raises
         counters.incr("store.unserializable_values")
-        out = wire = {"unreadable_payload": type(exc).__name__}
-    try:
-        # Every key of the cleaned form is a str: orjson's non-str key support, which
-        # doubles the cost of the encoding, is never needed.
-        blob = orjson.dumps(wire)
-    except TypeError:  # never expected: encode whatever it is rather than fail
-        blob = orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS)
+        out = {"unreadable_payload": type(exc).__name__}
+    if blob is None:
+        try:
+            # Every key of the cleaned form is a str: orjson's non-str key support,
+            # which doubles the cost of the encoding, is never needed.
+            blob = orjson.dumps(out)
+        except TypeError:  # never expected: encode whatever it is rather than fail
+            blob = orjson.dumps(out, option=orjson.OPT_NON_STR_KEYS)
     if len(blob) > MAX_PAYLOAD_BYTES:
         out, blob = _shrink(out, len(blob))
     return out, blob.decode()

@@ -120,8 +120,9 @@ def group_event(event: Event) -> Grouped:
     try:
         if event.kind != ERROR:
             raise ValueError("not grouped")
-        # Cleaned payloads hold JSON types only: the stack's part is memoised.
-        digest, culprit = stack_grouping_json(event)
+        # A cleaned payload holds JSON types only and is never changed: the part of
+        # the grouping made from the stack is memoised, by identity first.
+        digest, culprit = stack_grouping_json(event, frozen=True)
         if not digest:
             raise ValueError("empty fingerprint")
         return Grouped(
