@@ -66,7 +66,9 @@ _CACHE_ROWS: Final = 2048
 _CACHE_ROW_BYTES: Final = 32_768
 _PLAN_KEYS: Final = 64
 _DEMOTE_AFTER: Final = 3  # times in a row a row value did not recur: a one-off
-_PROMOTE_AFTER: Final = 8  # times in a row a one-off recurred: a row value again
+_RETRY_EVERY: Final = 8192  # payloads after which the one-offs are judged again
+_GRACE: Final = 128  # rows cleaned one by one before a new plan judges its values
+_RETRY_GRACE: Final = 32  # the same when the one-offs are judged again
 _RECENT: Final = 128  # distinct values per generation a value recurs among
 _BY_VALUE: Final = frozenset({str, int, float, bool, type(None)})
 _ROW_TYPES: Final = frozenset({str, int, float, bool, type(None), dict, list})
@@ -166,10 +168,21 @@ class _Plan:
     hundred or two) seen under its key: an error's type, stack or classification
     do, its message and request context do not (nor does a value cached once but
     seen among thousands of others, such as the messages of a replayed batch).
-    Recurring values make the row, which then recurs as a whole.
+    Recurring values make the row, which then recurs as a whole.  No value is
+    judged before the plan has cleaned a few hundred payloads (while the caches
+    fill, even the stack of every code path is new).
     """
 
-    __slots__ = ("collisions", "misses", "names", "recent", "runs", "sensitive", "split")
+    __slots__ = (
+        "collisions",
+        "grace",
+        "misses",
+        "names",
+        "recent",
+        "sensitive",
+        "split",
+        "ticks",
+    )
 
     def __init__(
         self,
@@ -182,7 +195,8 @@ class _Plan:
         self.sensitive = sensitive  # positions under a sensitive key
         self.collisions = collisions  # keys stored alike (the last one wins)
         self.misses = [0] * len(names)  # per row value: times in a row it did not recur
-        self.runs = [0] * len(names)  # per one-off value: times in a row it recurred
+        self.ticks = 0  # payloads cleaned with one-offs
+        self.grace = _GRACE  # rows cleaned one by one before any value is judged
         # Per position, the distinct values seen last, in two generations: {key: value}
         # (the value keeps an object alive, so that its id is not reused meanwhile).
         self.recent: list[tuple[dict[Any, Any], dict[Any, Any]]] = [({}, {}) for _ in names]
@@ -202,19 +216,23 @@ class _Plan:
             self.recent[index] = ({}, current)
         return hit and key in previous
 
-    def regroup(self) -> None:
-        """Move row values that stopped recurring to the one-offs, and back."""
+    def regroup(self, *, retry: bool = False) -> None:
+        """Move the row values that stopped recurring to the one-offs.
+
+        ``retry``: move every one-off back to the row, to be judged again (a value
+        that was a one-off while the caches filled may well recur now).
+        """
         stable, volatile, _, _, _ = self.split
+        if retry:
+            for index in volatile:
+                self.misses[index] = 0
+            stable, volatile = tuple(sorted((*stable, *volatile))), ()
+            self.grace = _RETRY_GRACE
         keep = tuple(i for i in stable if self.misses[i] < _DEMOTE_AFTER)
-        back = tuple(i for i in volatile if self.runs[i] >= _PROMOTE_AFTER)
-        for index in back:
-            self.misses[index] = 0
-        for index in stable:
-            self.runs[index] = 0
         self.split = _split(
             self.names,
-            tuple(sorted(keep + back)),
-            tuple(sorted(i for i in (*stable, *volatile) if i not in keep and i not in back)),
+            keep,
+            tuple(sorted((*volatile, *(i for i in stable if i not in keep)))),
             self.sensitive,
             self.collisions,
         )
@@ -465,20 +483,11 @@ class _Cleaner:
                     self.rows[blob] = (row, ready)
             else:
                 row, ready = entry
-        tail = []
+        tail = [self.top_value(values[index])[0] for index in volatile]
         if volatile:
-            runs = plan.runs
-            promote = False
-            for index in volatile:
-                cleaned, hit = self.top_value(values[index])
-                tail.append(cleaned)
-                if plan.recurs(index, cleaned, hit):
-                    runs[index] += 1
-                    promote = promote or runs[index] >= _PROMOTE_AFTER
-                else:
-                    runs[index] = 0
-            if promote:
-                plan.regroup()
+            plan.ticks += 1
+            if plan.ticks % _RETRY_EVERY == 0:  # do the one-offs recur by now?
+                plan.regroup(retry=True)
         for index in plan.sensitive:
             value = values[index]
             tail.append(value if value is None or value is True or value is False else self.marker)
@@ -505,7 +514,8 @@ class _Cleaner:
             else:
                 misses[index] += 1
                 demote = demote or misses[index] >= _DEMOTE_AFTER
-        if demote:
+        plan.grace -= 1
+        if demote and plan.grace <= 0:
             plan.regroup()
         return tuple(row)
 
@@ -700,7 +710,10 @@ def _current_cleaner() -> _Cleaner:
 
 def clean_payload(payload: object) -> tuple[dict[str, Any], str]:
     """A payload as a redacted, JSON-safe dict and its JSON text (bounded in size)."""
-    cleaner = _current_cleaner()
+    return _clean_payload(_current_cleaner(), payload)
+
+
+def _clean_payload(cleaner: _Cleaner, payload: object) -> tuple[dict[str, Any], str]:
     blob: bytes | None = None
     try:
         if type(payload) is dict or isinstance(payload, Mapping):
@@ -772,18 +785,45 @@ class Cleaned:
     def __init__(self, event: Event, payload_json: str) -> None:
         self.event = event
         self.payload_json = payload_json
-        # A cleaned payload holds plain JSON types: a mapping in it is a dict.
+        # A cleaned payload holds plain JSON types (a mapping in it is a dict), and a
+        # classification recurring from event to event is one shared dict: what it
+        # says is read once.
         payload = event.payload
         classification = payload.get("classification")
-        if type(classification) is not dict:
-            classification = payload
-        self.category = _short(classification.get("category"))
-        self.layer = _short(classification.get("layer")) or _short(payload.get("layer"))
-        self.severity = _short(classification.get("severity"))
+        if type(classification) is dict:
+            known = _classified.get(id(classification))
+            if known is not None and known[0] is classification:
+                self.category, layer, self.severity = known[1]
+            else:
+                self.category, layer, self.severity = said = _classification(classification)
+                if len(_classified) >= _CLASSIFIED_MAX:
+                    _classified.clear()
+                # The entry keeps the dict alive: no other object gets its id meanwhile.
+                _classified[id(classification)] = (classification, said)
+        else:
+            self.category, layer, self.severity = _classification(payload)
+        if layer is None:
+            layer = payload.get("layer")
+            layer = layer[:MAX_KIND_CHARS] if type(layer) is str and layer else None
+        self.layer = layer
         context = payload.get("context")
-        self.session_id = (
-            _short(context.get("session_id"), MAX_ID_CHARS) if type(context) is dict else None
-        )
+        session = context.get("session_id") if type(context) is dict else None
+        self.session_id = session[:MAX_ID_CHARS] if type(session) is str and session else None
+
+
+_CLASSIFIED_MAX: Final = 512
+# id(cleaned classification) -> (it, (category, layer, severity)).
+_classified: dict[int, tuple[dict[str, Any], tuple[str | None, str | None, str | None]]] = {}
+
+
+def _classification(
+    mapping: Mapping[str, Any],
+) -> tuple[str | None, str | None, str | None]:
+    return (
+        _short(mapping.get("category")),
+        _short(mapping.get("layer")),
+        _short(mapping.get("severity")),
+    )
 
 
 def _short(value: object, limit: int = MAX_KIND_CHARS) -> str | None:
@@ -824,7 +864,8 @@ _EVENT_FIELDS: Final = (
 
 def clean_event(event: Event) -> Cleaned:
     """``event`` with every field and the payload made safe to store."""
-    payload, payload_json = clean_payload(event.payload)
+    cleaner = _current_cleaner()
+    payload, payload_json = _clean_payload(cleaner, event.payload)
     timestamp = event.timestamp
     if type(timestamp) is not float or not math.isfinite(timestamp):
         if isinstance(timestamp, bool) or not isinstance(timestamp, int | float):
@@ -832,21 +873,19 @@ def clean_event(event: Event) -> Cleaned:
         if not math.isfinite(timestamp):
             counters.incr("store.invalid_timestamps")
             timestamp = get_clock().time()
-    kind = clean_id(event.kind) or "unknown"
-    tenant = clean_id(event.tenant_id)
     name = event.name
     if type(name) is str and len(name) <= _CACHE_STRING_CHARS:
-        name = _current_cleaner().text(name)
+        name = cleaner.text(name)
     else:
         name = clean_text(name, MAX_NAME_CHARS)
     cleaned: Event = _new_object(Event)
-    _set_kind(cleaned, kind[:MAX_KIND_CHARS])
+    _set_kind(cleaned, (clean_id(event.kind) or "unknown")[:MAX_KIND_CHARS])
     _set_name(cleaned, name)
     _set_payload(cleaned, payload)
     _set_correlation_id(cleaned, clean_id(event.correlation_id))
     _set_trace_id(cleaned, clean_id(event.trace_id))
     _set_span_id(cleaned, clean_id(event.span_id))
-    _set_tenant_id(cleaned, tenant or None)  # an empty tenant is no tenant
+    _set_tenant_id(cleaned, clean_id(event.tenant_id) or None)  # an empty tenant is no tenant
     _set_user_id(cleaned, clean_id(event.user_id))
     _set_timestamp(cleaned, float(timestamp))
     _set_id(cleaned, clean_id(event.id) or "")
