@@ -289,6 +289,10 @@ def _split(
     return stable, volatile, pick, build, None if collisions else encode
 
 
+def _finite(values: tuple[Any, ...]) -> bool:
+    return all(math.isfinite(value) for value in values if type(value) is float)
+
+
 class _Cleaner:
     """The memoised walk for one redactor (see the module docstring).
 
@@ -463,7 +467,9 @@ class _Cleaner:
             picked = pick(values)
             entry = None
             blob = None
-            if set(map(type, picked)) <= _ROW_TYPES:  # not a UUID encoded like its text
+            kinds = set(map(type, picked))
+            # Not a UUID encoded like its text, nor a NaN or an infinity like None.
+            if kinds <= _ROW_TYPES and (float not in kinds or _finite(picked)):
                 try:
                     blob = orjson.dumps(picked, default=_refuse, option=_PASSTHROUGH)
                 except (TypeError, orjson.JSONEncodeError):
