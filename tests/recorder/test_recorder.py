@@ -298,7 +298,10 @@ def test_the_spool_is_capped_and_keeps_errors_first(
 ) -> None:
     """Beyond spool_max_bytes events are dropped, operations before errors, and counted."""
     line = len(orjson.dumps(Event("error", "e0", id="x" * 32).to_dict())) + 1
-    recorder = make_recorder(store, spool_max_bytes=line * 4 + line // 2, batch_size=100)
+    # One batch, taken at flush(): the spool ranks events within the batch it appends.
+    recorder = make_recorder(
+        store, spool_max_bytes=line * 4 + line // 2, batch_size=100, flush_interval=3600
+    )
     store.down = True
     for i in range(4):
         _publish("operation", f"op{i}")

@@ -69,8 +69,8 @@ _DEMOTE_AFTER: Final = 3  # times in a row a row value did not recur: a one-off
 _RETRY_EVERY: Final = 8192  # payloads after which the one-offs are judged again
 _GRACE: Final = 128  # rows cleaned one by one before a new plan judges its values
 _RETRY_GRACE: Final = 32  # the same when the one-offs are judged again
+_UNCACHED: Final = object()  # stands for a value no cache holds
 _RECENT: Final = 128  # distinct values per generation a value recurs among
-_BY_VALUE: Final = frozenset({str, int, float, bool, type(None)})
 _ROW_TYPES: Final = frozenset({str, int, float, bool, type(None), dict, list})
 _ONCE_MAX: Final = 65_536
 _SHRUNK_STRING_CHARS: Final = 1024
@@ -164,10 +164,10 @@ def _as_text(value: object) -> str:
 class _Plan:
     """How payloads of one layout (their keys, in order) are cleaned; see _Cleaner.plan.
 
-    A value *recurs* when it was cached and is one of the last distinct values (a
-    hundred or two) seen under its key: an error's type, stack or classification
-    do, its message and request context do not (nor does a value cached once but
-    seen among thousands of others, such as the messages of a replayed batch).
+    A value *recurs* when it is one of the last distinct values (a hundred or two)
+    seen under its key: an error's type, stack or classification do, its message
+    and request context do not (even when they are cached, being seen again among
+    thousands of others, as the messages of a replayed batch).
     Recurring values make the row, which then recurs as a whole.  No value is
     judged before the plan has cleaned a few hundred payloads (while the caches
     fill, even the stack of every code path is new).
@@ -197,24 +197,22 @@ class _Plan:
         self.misses = [0] * len(names)  # per row value: times in a row it did not recur
         self.ticks = 0  # payloads cleaned with one-offs
         self.grace = _GRACE  # rows cleaned one by one before any value is judged
-        # Per position, the distinct values seen last, in two generations: {key: value}
-        # (the value keeps an object alive, so that its id is not reused meanwhile).
-        self.recent: list[tuple[dict[Any, Any], dict[Any, Any]]] = [({}, {}) for _ in names]
+        # Per position, what stands for the distinct values seen last (see top_value),
+        # in two generations.
+        self.recent: list[tuple[set[Hashable], set[Hashable]]] = [(set(), set()) for _ in names]
         self.split = _split(names, stable, (), sensitive, collisions)
 
-    def recurs(self, index: int, cleaned: Any, hit: bool) -> bool:
-        """Record the value cleaned at ``index``; did it recur?"""
-        # Text and numbers by value, containers (cached ones are shared) by identity,
-        # empty ones (made anew each time) by type.
-        kind = type(cleaned)
-        key = cleaned if kind in _BY_VALUE else id(cleaned) if cleaned else kind
+    def recurs(self, index: int, key: Hashable) -> bool:
+        """Record the value at ``index`` (``key`` stands for it); did it recur?"""
+        if key is _UNCACHED:
+            return False
         current, previous = self.recent[index]
         if key in current:
-            return hit
-        current[key] = cleaned
+            return True
+        current.add(key)
         if len(current) >= _RECENT:
-            self.recent[index] = ({}, current)
-        return hit and key in previous
+            self.recent[index] = (set(), current)
+        return key in previous
 
     def regroup(self, *, retry: bool = False) -> None:
         """Move the row values that stopped recurring to the one-offs.
@@ -414,19 +412,23 @@ class _Cleaner:
             counters.incr("store.key_collisions", size - len(out))
         return out
 
-    def top_value(self, value: Any) -> tuple[Any, bool]:
-        """A payload's value (under a key that is not sensitive) cleaned, and was it cached."""
+    def top_value(self, value: Any) -> tuple[Any, Hashable, bool]:
+        """A payload's value (under a key that is not sensitive) cleaned.
+
+        With what stands for it (equal for equal values, as far as a cache tells
+        them apart) and whether it was cached.
+        """
         kind = type(value)
         if kind is str:
             if len(value) < _SAFE_WORD_CHARS and value.isalnum():
-                return value, True
+                return value, value, True
             text = self.strings.get(value)
             if text is not None:
-                return text, True
-            return self.text(value), False
+                return text, value, True
+            return self.text(value), value, False
         if kind is dict or kind is list:
             if not value:
-                return ({} if kind is dict else []), True
+                return ({} if kind is dict else []), kind, True
             return self.subtree(value)
         if (
             kind is float
@@ -434,8 +436,8 @@ class _Cleaner:
             or kind is bool
             or (kind is int and _INT_MIN <= value <= _INT_MAX)
         ):
-            return value, True
-        return self.value(value, 1, None), False
+            return value, value, True
+        return self.value(value, 1, None), _UNCACHED, False
 
     # -- payload layouts --------------------------------------------------------------
     #
@@ -513,9 +515,9 @@ class _Cleaner:
         misses = plan.misses
         demote = False
         for index, value in zip(stable, picked, strict=True):
-            cleaned, hit = self.top_value(value)
+            cleaned, key, _ = self.top_value(value)
             row.append(cleaned)
-            if plan.recurs(index, cleaned, hit):
+            if plan.recurs(index, key):
                 misses[index] = 0
             else:
                 misses[index] += 1
@@ -525,17 +527,17 @@ class _Cleaner:
             plan.regroup()
         return tuple(row)
 
-    def subtree(self, value: Any) -> tuple[Any, bool]:
-        """A dict or list cleaned, and was it cached."""
+    def subtree(self, value: Any) -> tuple[Any, Hashable, bool]:
+        """A dict or list cleaned, the hash of its JSON, and was it cached."""
         try:
             blob = orjson.dumps(value, default=_refuse, option=_PASSTHROUGH)
         except (TypeError, orjson.JSONEncodeError):  # surrogates, big ints, other types
-            return self.value(value, 1, None), False
+            return self.value(value, 1, None), _UNCACHED, False
         if len(blob) > _CACHE_SUBTREE_BYTES:
-            return self.value(value, 1, None), False
+            return self.value(value, 1, None), _UNCACHED, False
         cached = self.subtrees.get(blob)
         if cached is not None:
-            return cached, True
+            return cached, hash(blob), True  # the lookup computed it: a field read
         cached = self.flat(value, blob)
         if cached is None:
             cached = self.value(value, 1, None)
@@ -543,7 +545,7 @@ class _Cleaner:
             if len(self.subtrees) >= _CACHE_SUBTREES:
                 self.subtrees.clear()
             self.subtrees[blob] = cached
-        return cached, False
+        return cached, hash(blob), False
 
     def flat(self, value: Any, blob: bytes) -> Any:
         """A copy of a dict or list of plain scalars that cleaning would leave as it is.
@@ -868,6 +870,9 @@ _EVENT_FIELDS: Final = (
 ) = (getattr(Event, name).__set__ for name in _EVENT_FIELDS)
 
 
+_ID_TYPES: Final = frozenset({str, type(None)})
+
+
 def clean_event(event: Event) -> Cleaned:
     """``event`` with every field and the payload made safe to store."""
     cleaner = _current_cleaner()
@@ -884,15 +889,33 @@ def clean_event(event: Event) -> Cleaned:
         name = cleaner.text(name)
     else:
         name = clean_text(name, MAX_NAME_CHARS)
+    ids: tuple[Any, ...] = (
+        event.kind,
+        event.correlation_id,
+        event.trace_id,
+        event.span_id,
+        event.tenant_id,
+        event.user_id,
+        event.id,
+    )
+    # Nearly always every id is None or ASCII text, 256 characters at most in all,
+    # without NUL: one test for the seven instead of clean_id() for each.
+    if set(map(type, ids)) <= _ID_TYPES:
+        joined = "\x01".join(filter(None, ids))
+        if len(joined) > MAX_ID_CHARS or not joined.isascii() or "\x00" in joined:
+            ids = tuple(map(clean_id, ids))
+    else:
+        ids = tuple(map(clean_id, ids))
+    kind, correlation_id, trace_id, span_id, tenant_id, user_id, event_id = ids
     cleaned: Event = _new_object(Event)
-    _set_kind(cleaned, (clean_id(event.kind) or "unknown")[:MAX_KIND_CHARS])
+    _set_kind(cleaned, (kind or "unknown")[:MAX_KIND_CHARS])
     _set_name(cleaned, name)
     _set_payload(cleaned, payload)
-    _set_correlation_id(cleaned, clean_id(event.correlation_id))
-    _set_trace_id(cleaned, clean_id(event.trace_id))
-    _set_span_id(cleaned, clean_id(event.span_id))
-    _set_tenant_id(cleaned, clean_id(event.tenant_id) or None)  # an empty tenant is no tenant
-    _set_user_id(cleaned, clean_id(event.user_id))
+    _set_correlation_id(cleaned, correlation_id)
+    _set_trace_id(cleaned, trace_id)
+    _set_span_id(cleaned, span_id)
+    _set_tenant_id(cleaned, tenant_id or None)  # an empty tenant is no tenant
+    _set_user_id(cleaned, user_id)
     _set_timestamp(cleaned, float(timestamp))
-    _set_id(cleaned, clean_id(event.id) or "")
+    _set_id(cleaned, event_id or "")
     return Cleaned(cleaned, payload_json)
