@@ -9,7 +9,7 @@ subpackage (``faultlens.context``, ``faultlens.logs``, ``faultlens.events``,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faultlens._config import configure, get_config, shutdown, stats
 from faultlens.context import (
@@ -26,7 +26,9 @@ from faultlens.errors import FaultlensError, handle
 from faultlens.errors._capture import capture
 from faultlens.logs import get_logger
 from faultlens.operations import operation
-from faultlens.recovery import CircuitBreaker, bulkhead, fallback, pipeline, retry, timeout
+
+if TYPE_CHECKING:
+    from faultlens.recovery import CircuitBreaker, bulkhead, fallback, pipeline, retry, timeout
 
 __all__ = [
     "CircuitBreaker",
@@ -56,7 +58,20 @@ __all__ = [
 ]
 
 
+# The recovery policies are imported on first use: an application that only logs
+# and correlates does not pay for loading them at ``import faultlens``.
+_RECOVERY_NAMES = frozenset(
+    {"CircuitBreaker", "bulkhead", "fallback", "pipeline", "retry", "timeout"}
+)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RECOVERY_NAMES:
+        from faultlens import recovery
+
+        value = getattr(recovery, name)
+        globals()[name] = value
+        return value
     # The version comes from the installed distribution's metadata; looked up lazily
     # because importlib.metadata costs milliseconds at import time.
     if name == "__version__":

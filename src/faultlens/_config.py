@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Any, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
-from faultlens import recorder as _recorder
 from faultlens._metrics import counters
 from faultlens.context import set_header_names
 from faultlens.errors import ConfigurationError
@@ -17,6 +17,9 @@ from faultlens.errors._capture import CaptureSettings, set_capture_settings
 from faultlens.errors._hooks import install_unhandled_hooks, uninstall_unhandled_hooks
 from faultlens.logs import LogSettings, configure_logging
 from faultlens.redaction import Redactor, set_redactor
+
+if TYPE_CHECKING:
+    from faultlens.recorder import EventWriter, Recorder, RecorderSettings
 
 __all__ = ["Config", "configure", "get_config", "shutdown", "stats"]
 
@@ -35,8 +38,8 @@ class Config:
     redactor: Redactor = field(default_factory=Redactor)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     capture_unhandled: bool = False
-    store: str | _recorder.EventWriter | None = None
-    recorder: _recorder.RecorderSettings = field(default_factory=_recorder.RecorderSettings)
+    store: str | EventWriter | None = None
+    recorder: RecorderSettings = field(default_factory=lambda: _recorder_module().RecorderSettings())
 
 
 _lock = threading.Lock()
@@ -57,8 +60,8 @@ def configure(
     install_log_handler: bool = True,
     capture: CaptureSettings | None = None,
     capture_unhandled: bool = False,
-    store: str | _recorder.EventWriter | None = None,
-    recorder: _recorder.RecorderSettings | None = None,
+    store: str | EventWriter | None = None,
+    recorder: RecorderSettings | None = None,
     detect_patterns: bool = False,
 ) -> Config:
     """Set faultlens up for this process and return the applied :class:`Config`.
@@ -95,6 +98,7 @@ def configure(
     # Built before anything is applied: a bad store or setting leaves the old config.
     if detect_patterns and store is None:
         raise ConfigurationError("detect_patterns=True needs a store: pass store=... too")
+    _recorder = _recorder_module()
     new_recorder = _recorder.Recorder(store, settings=recorder) if store is not None else None
     static: dict[str, Any] = {}
     if service:
@@ -156,7 +160,9 @@ def shutdown() -> None:
     ``shutdown_timeout``; what is still queued then is dropped and counted).
     """
     uninstall_unhandled_hooks()
-    _recorder._stop()
+    _recorder = sys.modules.get("faultlens.recorder")  # never imported: none ran
+    if _recorder is not None:
+        _recorder._stop()
     for handler in logging.getLogger().handlers:
         if getattr(handler, "faultlens_installed", False):
             try:
@@ -174,8 +180,20 @@ def stats() -> dict[str, int]:
     ``recorder.queue_depth`` and ``recorder.spool_bytes`` are included too.
     """
     snapshot = counters.snapshot()
-    running = _recorder.get_recorder()
+    running = _running_recorder()
     if running is not None:
         snapshot.update(running.gauges())
         snapshot = dict(sorted(snapshot.items()))
     return snapshot
+
+
+def _recorder_module() -> Any:
+    """``faultlens.recorder``, imported on first need (it is not needed to log)."""
+    from faultlens import recorder
+
+    return recorder
+
+
+def _running_recorder() -> Recorder | None:
+    module = sys.modules.get("faultlens.recorder")
+    return None if module is None else module.get_recorder()
