@@ -264,6 +264,7 @@ def test_formatter_bug_degrades_line(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ZeroDivisionError
 
     monkeypatch.setattr(logs, "_render", broken)
+    monkeypatch.setattr(logs, "_dumps", broken)  # the spliced renderer falls back to _render
     with capture_logs() as lines:
         logging.getLogger("x").info("still here")
     assert lines[0]["message"] == "still here"

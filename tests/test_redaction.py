@@ -882,3 +882,72 @@ def test_redact_never_raises_on_recursive_input(data: st.DataObject) -> None:
         _dumped(redactor.redact(root))
         if isinstance(root, dict):
             _dumped(redactor.redact_mapping(root))
+
+
+_Point = namedtuple("_Point", "x y")
+
+
+class _Color(enum.Enum):
+    RED = "red"
+
+
+def _redacted_json(redactor: Redactor, mapping: dict[str, object]) -> bytes | None:
+    try:
+        return orjson.dumps(redactor.redact_mapping(mapping))
+    except TypeError:
+        return None
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=400)
+@given(
+    mapping=st.dictionaries(st.text(max_size=8), noise | tokens | cards() | jwts, max_size=6),
+    options=st.fixed_dictionaries({"redact_emails": st.booleans(), "redact_ips": st.booleans()}),
+)
+def test_clean_json_is_the_json_of_the_redacted_copy(
+    mapping: dict[str, object], options: dict[str, bool]
+) -> None:
+    """_clean_json answers only when redaction changes nothing, with that JSON."""
+    redactor = Redactor(redact_emails=options["redact_emails"], redact_ips=options["redact_ips"])
+    assert redactor._clean_json(mapping) is None or not mapping  # no key judged yet
+    redacted = redactor.redact_mapping(mapping)  # now every key is
+    blob = redactor._clean_json(mapping)
+    if blob is not None:
+        assert blob == _redacted_json(redactor, mapping)
+        assert redacted == mapping
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a", "b"},
+        b"bytes",
+        _Point(1, 2),
+        _Color.RED,
+        MappingProxyType({"password": "x"}),
+        OrderedDict(password="x"),
+        type("Text", (str,), {})("password=hunter2"),
+        {"password": "hunter2"},
+        ["token=abc"],
+        "Bearer abcdefghijklmnop",
+        VISA,
+        2**70,
+    ],
+)
+def test_clean_json_declines_what_the_redactor_converts(value: object) -> None:
+    """Values the redactor converts or may redact are never passed through as JSON."""
+    redactor = Redactor()
+    redactor.redact_mapping({"field": value})  # the key is known and clean
+    if isinstance(value, enum.Enum):  # encoded as its value by both: fine either way
+        blob = redactor._clean_json({"field": value})
+        assert blob is None or blob == orjson.dumps({"field": value.value})
+        return
+    assert redactor._clean_json({"field": value}) is None
+
+
+def test_clean_json_needs_known_clean_keys() -> None:
+    """A key never judged, or a sensitive one, sends the mapping the long way."""
+    redactor = Redactor()
+    assert redactor._clean_json({"fresh_key": 1}) is None  # not judged yet
+    redactor.redact_mapping({"fresh_key": 1, "password": "x"})
+    assert redactor._clean_json({"fresh_key": 1}) == b'{"fresh_key":1}'
+    assert redactor._clean_json({"password": None}) is None

@@ -22,13 +22,17 @@ degraded line or a counted failure (``faultlens.stats()``), never an exception.
 
 Every line costs microseconds (``benchmarks/bench_logging.py``): the handler takes
 its lock once, :func:`configure_logging` installs :func:`fast_log_record` in place
-of the stdlib's LogRecord constructor, and what repeats from line to line (the
-timestamp's millisecond, the context's fields, clean message templates, a call
-site's line number) is computed once.
+of the stdlib's LogRecord constructor and :class:`FaultlensLogger` as the logger
+class (which skips the LogRecord altogether when only faultlens's JSON handlers
+would see it), what repeats from line to line (the timestamp's millisecond, the
+context's fields, clean message templates, a call site's line number) is encoded
+to JSON once and spliced in, and fields that need no redaction are proven so at C
+speed (:meth:`Redactor._clean_json`) rather than field by field.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -42,13 +46,15 @@ from typing import IO, Any, Literal, TypeAlias
 
 import orjson
 
+from faultlens import redaction as _redaction
 from faultlens._metrics import counters, report_once
 from faultlens.context import RequestContext, _current, current_operation
-from faultlens.redaction import Redactor, get_redactor, neutralize_newlines
+from faultlens.redaction import _NATIVE_ONLY, Redactor, _refuse, get_redactor, neutralize_newlines
 
 __all__ = [
     "ConsoleFormatter",
     "ContextFilter",
+    "FaultlensLogger",
     "JSONFormatter",
     "LogSettings",
     "StructuredLogger",
@@ -134,7 +140,7 @@ class LogSettings:
 _ts_cache: tuple[int, str] = (-1, "")
 # Lines come many per millisecond under load, so the string of the last millisecond
 # is kept with its bounds: the common case is two float comparisons.
-_ms_cache: tuple[float, float, str] = (0.0, 0.0, "")
+_ms_cache: tuple[float, float, str, bytes] = (0.0, 0.0, "", b"")
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
@@ -153,7 +159,7 @@ def _format_ms(created: float) -> str:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
         _ts_cache = (sec, prefix)
     text = prefix + _MILLIS[millis]
-    _ms_cache = (ms / 1000, (ms + 1) / 1000, text)
+    _ms_cache = (ms / 1000, (ms + 1) / 1000, text, text.encode())
     return text
 
 
@@ -217,22 +223,27 @@ def _error_dict(exc_info: ExcInfo, redactor: Redactor, limit: int) -> dict[str, 
 # it is bounded.
 _CLEAN_TEXT_MAX_CHARS = 512
 _CLEAN_TEXTS_MAX = 4096
-_clean_texts: tuple[Redactor | None, set[str]] = (None, set())
+# Each is kept with its JSON string, which the line renderer splices in.
+_clean_texts: tuple[Redactor | None, dict[str, bytes]] = (None, {})
 
 
 def _redact_message(redactor: Redactor, text: str) -> str:
     global _clean_texts
     owner, clean = _clean_texts
     if owner is not redactor:
-        clean = set()
+        clean = {}
         _clean_texts = (redactor, clean)
     elif text in clean:
         return text
     redacted = redactor.redact_text(text)
     if redacted is text and type(text) is str and len(text) <= _CLEAN_TEXT_MAX_CHARS:
+        try:
+            encoded = _dumps(text)
+        except TypeError:  # a lone surrogate: not kept
+            return redacted
         if len(clean) >= _CLEAN_TEXTS_MAX:
             clean.clear()
-        clean.add(text)
+        clean[text] = encoded
     return redacted
 
 
@@ -265,7 +276,7 @@ def _context_fields(ctx: Any) -> dict[str, Any]:
         fields["user_id"] = ctx.user_id
     if ctx.tenant_id is not None:
         fields["tenant_id"] = ctx.tenant_id
-    if type(ctx) is RequestContext:  # immutable: safe to reuse for the next line
+    if isinstance(ctx, RequestContext):  # immutable: safe to reuse for the next line
         _context_memo = (ctx, fields)
     return fields
 
@@ -407,6 +418,291 @@ def _render(  # noqa: PLR0917
     return data
 
 
+class _Layout:
+    """What the lines rendered with one :class:`LogSettings` share, as JSON bytes.
+
+    Keys (renamed), the parts of a line fixed by its level, logger and call site,
+    the static fields, the last context's and
+    operation's fields: each is encoded once and spliced into later lines.
+    ``usable`` is False for settings whose lines :func:`_render` must build (static
+    fields that are not plain, or keys that collide once renamed).
+    """
+
+    __slots__ = (
+        "calls",
+        "context",
+        "keys",
+        "operation",
+        "reserved",
+        "safe",
+        "settings",
+        "start",
+        "static",
+        "static_json",
+        "usable",
+    )
+
+    def __init__(self, settings: LogSettings) -> None:
+        self.settings = settings
+        rename = settings.rename
+        self.keys = {name: _dumps(rename.get(name, name)) for name in (*FIELDS, "stack_info")}
+        self.start = b"{" + self.keys["timestamp"] + b':"'
+        self.calls: dict[tuple[str, str, Any, Any, Any], tuple[bytes, bytes]] = {}
+        self.safe: tuple[Redactor | None, set[str]] = (None, set())
+        self.context: tuple[Any, bytes] = (None, b"")
+        self.operation: tuple[Any, Any, bytes] = (None, None, b"")
+        static = settings.static
+        self.static = dict(static)
+        names = [rename.get(name, name) for name in (*FIELDS, "stack_info", *self.static)]
+        self.usable = (
+            all(type(key) is str for key in self.static)
+            and all(type(name) is str for name in rename.values())
+            and self.static.keys().isdisjoint((*FIELDS, "stack_info"))
+            and len(set(names)) == len(names)
+        )
+        # An extra field under one of these names replaces or renames a line field,
+        # which only the dict merge of _render does right.
+        self.reserved = frozenset(
+            (*FIELDS, "stack_info", *rename, *rename.values(), *self.static, *names)
+        )
+        try:
+            self.static_json = (
+                b"," + _dumps({rename.get(k, k): v for k, v in self.static.items()})[1:-1]
+                if self.static
+                else b""
+            )
+        except TypeError:
+            self.usable = False
+            self.static_json = b""
+
+    def call(self, level: str, logger: str, module: Any, function: Any, line: Any) -> Any:
+        """The parts of a line fixed by its level, logger and call site.
+
+        ``","level":"INFO","logger":"app","message":`` (after the timestamp's
+        digits) and ``,"module":"shop","function":"stock","line":46``.
+        """
+        keys = self.keys
+        parts = (
+            b"".join(
+                (
+                    b'",',
+                    keys["level"],
+                    b":",
+                    _dumps(level),
+                    b",",
+                    keys["logger"],
+                    b":",
+                    _dumps(logger),
+                    b",",
+                    keys["message"],
+                    b":",
+                )
+            ),
+            b"".join(
+                (
+                    b",",
+                    keys["module"],
+                    b":",
+                    _dumps(module),
+                    b",",
+                    keys["function"],
+                    b":",
+                    _dumps(function),
+                    b",",
+                    keys["line"],
+                    b":",
+                    _dumps(line),
+                )
+            ),
+        )
+        calls = self.calls
+        if len(calls) >= _CALL_SITES_MAX:
+            calls.clear()
+        calls[level, logger, module, function, line] = parts
+        return parts
+
+    def safe_keys(self, redactor: Redactor) -> set[str]:
+        """Keys known to be clean for ``redactor`` and not named like a line field."""
+        safe = self.safe
+        if safe[0] is not redactor:
+            safe = self.safe = (redactor, set())
+        return safe[1]
+
+    def admit(self, fields: dict[str, Any], redactor: Redactor) -> bool:
+        """Add the keys of ``fields`` to the safe keys; False if one cannot be."""
+        reserved = self.reserved
+        for key in fields:
+            if key in reserved or not redactor._is_clean_key(key):
+                return False
+        safe = self.safe_keys(redactor)
+        if len(safe) >= _CALL_SITES_MAX:
+            safe.clear()
+        safe.update(fields)
+        return True
+
+    def context_json(self, ctx: Any) -> bytes:
+        """The context's fields, each with a leading comma."""
+        rename = self.settings.rename
+        fields = _context_fields(ctx)
+        encoded = b"," + _dumps({rename.get(k, k): v for k, v in fields.items()})[1:-1]
+        if isinstance(ctx, RequestContext):  # immutable: safe to reuse for the next line
+            self.context = (ctx, encoded)
+        return encoded
+
+    def operation_json(self, op: Any) -> bytes:
+        """``,"operation":"name"``."""
+        name = op.name
+        encoded = b"," + self.keys["operation"] + b":" + _dumps(name)
+        self.operation = (op, name, encoded)
+        return encoded
+
+
+# The last layout used, and all of them by id(settings) (each holds its settings, so
+# the id is not reused while it is cached).
+_layout: _Layout | None = None
+_layouts: dict[int, _Layout] = {}
+_LAYOUTS_MAX = 64
+
+
+def _layout_for(settings: LogSettings) -> _Layout:
+    global _layout
+    layout = _layouts.get(id(settings))
+    static = settings.static
+    if layout is None or layout.settings is not settings or (static and static != layout.static):
+        layout = _Layout(settings)
+        if len(_layouts) >= _LAYOUTS_MAX:
+            _layouts.clear()
+        _layouts[id(settings)] = layout
+    _layout = layout
+    return layout
+
+
+def _render_line(  # noqa: PLR0917
+    settings: LogSettings,
+    created: float,
+    level: str,
+    logger: str,
+    message: str,
+    module: str | None,
+    function: str | None,
+    line: int | None,
+    fields: dict[str, Any] | None,
+    ctx: Any,
+) -> bytes:
+    """:func:`_render` for a line without error or stack: the same bytes, sooner.
+
+    ``ctx`` is the current context (the caller has it at hand already).
+
+    The line is spliced together from JSON fragments (see :class:`_Layout`).  Once
+    their keys are known to be clean, the fields go to the redactor's C-speed check
+    (:meth:`Redactor._clean_values_json`) as they are: when they need no redaction,
+    their JSON is spliced in, instead of being copied, merged and encoded field by
+    field.  Whatever this does not cover (a field to redact, a field named like a
+    line field, an over-long value or line, unusual settings) goes to
+    :func:`_render`.  Never raises.
+    """
+    try:
+        layout = _layout
+        static = settings.static
+        if (
+            layout is None
+            or layout.settings is not settings
+            or (static and static != layout.static)  # a dict changed in place since
+        ):
+            layout = _layout_for(settings)
+        if not layout.usable:
+            raise _LongWay
+        redactor = settings.redactor or _redaction._redactor
+        limit = settings.max_value_chars
+        owner, clean = _clean_texts
+        encoded = clean.get(message) if owner is redactor else None
+        if encoded is None or len(message) > limit:
+            text = _redact_message(redactor, _clip(message, limit))
+            encoded = _dumps(text)
+        if fields:
+            safe = layout.safe
+            if not (safe[0] is redactor and fields.keys() <= safe[1]) and not layout.admit(
+                fields, redactor
+            ):
+                raise _LongWay
+            # Redactor._clean_values_json, without its call: a TypeError from _refuse
+            # (a value the redactor converts) or orjson sends the line the long way.
+            blob = _dumps(fields, _refuse, _NATIVE_ONLY)
+            if len(blob) > limit or redactor._may_redact_json(blob, len(fields)):
+                raise _LongWay
+        else:
+            blob = None
+        stamp = _ms_cache
+        if not stamp[0] <= created < stamp[1]:
+            _format_ms(created)
+            stamp = _ms_cache
+        head, site = layout.calls.get((level, logger, module, function, line)) or layout.call(
+            level, logger, module, function, line
+        )
+        if ctx is None:
+            context = b""
+        else:
+            memo = layout.context
+            context = memo[1] if memo[0] is ctx else layout.context_json(ctx)
+        op = _operation_get()
+        if op is None:
+            operation = b""
+        else:
+            seen = layout.operation
+            operation = (
+                seen[2] if seen[0] is op and seen[1] is op.name else layout.operation_json(op)
+            )
+        if blob is None:
+            parts: tuple[bytes, ...] = (
+                layout.start,
+                stamp[3],
+                head,
+                encoded,
+                site,
+                layout.static_json,
+                context,
+                operation,
+                b"}\n",
+            )
+        else:  # the fields' own JSON, its "{" replaced by the line's ","
+            parts = (
+                layout.start,
+                stamp[3],
+                head,
+                encoded,
+                site,
+                layout.static_json,
+                context,
+                operation,
+                b",",
+                blob[1:],
+                b"\n",
+            )
+        data = b"".join(parts)
+        if len(data) > settings.max_line_bytes:
+            raise _LongWay
+        return data if data.isascii() else _escape_line_separators(data)
+    except Exception:  # _LongWay, or anything unexpected: the general renderer decides
+        return render(
+            settings,
+            created,
+            level,
+            logger,
+            message,
+            module,
+            function,
+            line,
+            fields,
+            None,
+            None,
+            ctx,
+        )
+
+
+class _LongWay(Exception):
+    """Raised inside :func:`_render_line` for a line that :func:`_render` must render."""
+
+
 # JSON allows U+0085, U+2028 and U+2029 raw inside strings, but str.splitlines() and
 # many log readers end a line there: a value holding one must not split (or forge)
 # a line.  In UTF-8 these byte sequences cannot occur inside another character.
@@ -545,6 +841,21 @@ class JSONFormatter(logging.Formatter):
         if exc_info is not None and not (exc_info and exc_info[0]):
             exc_info = None
         try:
+            context = attrs.get("faultlens_context")
+            operation = attrs.get("faultlens_operation")
+            if exc_info is None and not record.stack_info and operation is None:
+                return _render_line(
+                    self.settings,
+                    record.created,
+                    record.levelname,
+                    record.name,
+                    message,
+                    record.module,
+                    record.funcName,
+                    record.lineno,
+                    _record_fields(record),
+                    context if context is not None else _current_get(),
+                )
             return _render(
                 self.settings,
                 record.created,
@@ -557,8 +868,8 @@ class JSONFormatter(logging.Formatter):
                 _record_fields(record),
                 exc_info,
                 record.stack_info,
-                attrs.get("faultlens_context"),
-                attrs.get("faultlens_operation"),
+                context,
+                operation,
             )
         except Exception as exc:  # a formatter bug (or a record missing attributes)
             return _degraded_line(
@@ -679,6 +990,17 @@ def _console_value(value: Any) -> str:
 _RECORD_FILTER_RETURNS_RECORD = sys.version_info >= (3, 12)
 
 
+def _write_failed() -> None:
+    """Count the exception being handled as a failed write, and say so once."""
+    counters.incr("logs.write_errors")
+    exc = sys.exc_info()[1]
+    report_once(
+        "logs.write",
+        f"writing a log line failed ({type(exc).__name__}); further failures are "
+        "counted in faultlens.stats()['logs.write_errors']",
+    )
+
+
 class FaultlensHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The stream handler :func:`configure_logging` installs.
 
@@ -737,13 +1059,7 @@ class FaultlensHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        counters.incr("logs.write_errors")
-        exc = sys.exc_info()[1]
-        report_once(
-            "logs.write",
-            f"writing a log line failed ({type(exc).__name__}); further failures are "
-            "counted in faultlens.stats()['logs.write_errors']",
-        )
+        _write_failed()
 
     def write_line(self, data: bytes) -> None:
         """Write an already-rendered line (the native logger's path); never raises."""
@@ -755,6 +1071,354 @@ class FaultlensHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 stream.flush()
         except Exception:
             self.handleError(None)  # type: ignore[arg-type]
+
+    def _write_counted(self, data: bytes, ctx: Any) -> None:
+        """Write a line rendered in context ``ctx`` as :meth:`emit` does (counted, kept)."""
+        try:
+            text = data.decode()
+            with self.lock:  # type: ignore[union-attr]
+                stream = self.stream
+                stream.write(text)
+                stream.flush()
+                lines = _line_counts
+                lines[0] += 1
+                if ctx is None:
+                    lines[1] += 1
+        except RecursionError:  # the stdlib's rule: never swallow a recursion error
+            raise
+        except Exception:
+            self.handleError(None)  # type: ignore[arg-type]
+            return
+        crumbs = _breadcrumbs
+        if crumbs is not None:
+            crumbs.add(ctx, text)
+
+
+# --- a faster Logger -----------------------------------------------------------------------
+# Through `logging`, a line costs Logger._log: findCaller (three frames, each through
+# os.path.normcase), the LogRecord, Logger.handle, callHandlers, Handler.handle.  When
+# the only handlers a record would reach are faultlens's own JSON handlers (no
+# filters, this exact formatter), nobody but faultlens ever sees the record: the
+# logger below then renders the line from the call's arguments as JSONFormatter
+# would from the record, and writes it.  Otherwise it builds the record as the stdlib
+# does (the same record, found with a cheaper findCaller) and hands it on.
+
+_Logger = logging.Logger
+_logging_module: Any = logging  # read at call time: _srcfile and the record factory can change
+_is_internal_frame = getattr(logging, "_is_internal_frame", None)
+# id(code) + instruction offset (see _call_sites) -> (code, pathname, lineno, function,
+# module, skipped by findCaller): everything logging wants to know about a call site.
+_record_sites: dict[int, tuple[Any, str, int, str, str, bool]] = {}
+
+
+def _skipped(frame: Any) -> bool:
+    """Return True when the stdlib's findCaller skips ``frame`` (a logging frame)."""
+    if _is_internal_frame is not None:
+        return bool(_is_internal_frame(frame))
+    return bool(os.path.normcase(frame.f_code.co_filename) == getattr(logging, "_srcfile", None))
+
+
+def _module_of(pathname: Any) -> str:
+    """A record's ``module`` for ``pathname``, as :func:`fast_log_record` finds it."""
+    try:
+        return _path_parts[pathname][1]
+    except (KeyError, TypeError):
+        return _split_path(pathname)[1]
+
+
+def _record_site(frame: Any, code: Any) -> tuple[Any, str, int, str, str, bool]:
+    pathname = code.co_filename
+    site = (code, pathname, frame.f_lineno, code.co_name, _module_of(pathname), _skipped(frame))
+    if len(_record_sites) >= _CALL_SITES_MAX:
+        _record_sites.clear()
+    # The entry holds the code object, so its id() cannot be reused while cached.
+    _record_sites[id(code) + frame.f_lasti] = site
+    return site
+
+
+def _find_caller(first: Any, stack_info: bool, stacklevel: int) -> tuple[str, int, str, str | None]:
+    """:meth:`logging.Logger.findCaller`, from the first frame outside the logger."""
+    frame = first
+    if not _skipped(frame):
+        stacklevel -= 1
+    while stacklevel > 0:
+        next_frame = frame.f_back
+        if next_frame is None:
+            break
+        frame = next_frame
+        if not _skipped(frame):
+            stacklevel -= 1
+    code = frame.f_code
+    sinfo = None
+    if stack_info:
+        with io.StringIO() as sio:
+            sio.write("Stack (most recent call last):\n")
+            traceback.print_stack(frame, file=sio)
+            sinfo = sio.getvalue()
+            if sinfo[-1] == "\n":
+                sinfo = sinfo[:-1]
+    return code.co_filename, frame.f_lineno, code.co_name, sinfo
+
+
+def _format_message(msg: Any, args: Any) -> str:
+    """What ``LogRecord.getMessage()`` returns for ``msg`` and ``args`` (see format_bytes)."""
+    if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+        args = args[0]  # as LogRecord.__init__ does
+    try:
+        text = str(msg)
+        return text % args if args else text
+    except Exception as exc:
+        counters.incr("logs.bad_format_args")
+        return f"{msg!s} [faultlens: format arguments failed: {type(exc).__name__}]"
+
+
+class FaultlensLogger(logging.Logger):
+    """The :class:`logging.Logger` that :func:`configure_logging` installs.
+
+    It behaves as the stdlib's: the same levels, filters, handlers and records
+    (the same attributes, with the same values).  Two things are cheaper: the
+    caller's file, line and function are remembered per call site instead of
+    being searched for on every call, and when the only handlers a line would
+    reach are faultlens's JSON handlers, the line is rendered straight from the
+    call, without a :class:`logging.LogRecord` nobody would see.
+    """
+
+    def debug(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at DEBUG, as :meth:`logging.Logger.debug` does."""
+        if self.isEnabledFor(10):
+            self._dispatch(10, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def info(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at INFO, as :meth:`logging.Logger.info` does."""
+        if self.isEnabledFor(20):
+            self._dispatch(20, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def warning(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at WARNING, as :meth:`logging.Logger.warning` does."""
+        if self.isEnabledFor(30):
+            self._dispatch(30, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def error(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at ERROR, as :meth:`logging.Logger.error` does."""
+        if self.isEnabledFor(40):
+            self._dispatch(40, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def exception(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = True,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at ERROR with the exception being handled."""
+        if self.isEnabledFor(40):
+            self._dispatch(40, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def critical(
+        self,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at CRITICAL, as :meth:`logging.Logger.critical` does."""
+        if self.isEnabledFor(50):
+            self._dispatch(50, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    fatal = critical
+
+    def log(
+        self,
+        level: object,
+        msg: object,
+        *args: object,
+        exc_info: Any = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        """Log ``msg % args`` at the numeric ``level``, as :meth:`logging.Logger.log` does."""
+        if not isinstance(level, int):
+            if logging.raiseExceptions:
+                raise TypeError("level must be an integer")
+            return
+        if self.isEnabledFor(level):
+            self._dispatch(level, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def _log(  # noqa: PLR0917 (the stdlib's signature)
+        self,
+        level: int,
+        msg: object,
+        args: Any,
+        exc_info: Any = None,
+        extra: Mapping[str, object] | None = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+    ) -> None:
+        self._dispatch(level, msg, args, exc_info, extra, stack_info, stacklevel)
+
+    def _dispatch(  # noqa: PLR0917 (Logger._log, findCaller and callHandlers, inlined)
+        self,
+        level: int,
+        msg: object,
+        args: Any,
+        exc_info: Any,
+        extra: Mapping[str, object] | None,
+        stack_info: bool,
+        stacklevel: int,
+    ) -> None:
+        # Called by a method of this class, so the frame above that is the caller.
+        if stacklevel < 1:  # findCaller then names its own frame: leave that to it
+            _Logger._log(self, level, msg, args, exc_info, extra, stack_info, stacklevel)
+            return
+        module = None
+        sinfo = None
+        if _logging_module._srcfile:
+            frame = _getframe(2)
+            code = frame.f_code
+            site = _record_sites.get(id(code) + frame.f_lasti)
+            if site is None or site[0] is not code:
+                site = _record_site(frame, code)
+            if site[5] or stacklevel != 1 or stack_info:
+                pathname, lineno, func, sinfo = _find_caller(frame, stack_info, stacklevel)
+            else:
+                _, pathname, lineno, func, module, _ = site
+        else:
+            pathname, lineno, func = "(unknown file)", 0, "(unknown function)"
+        if exc_info:
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            elif not isinstance(exc_info, tuple):
+                exc_info = sys.exc_info()
+        targets = None
+        if (
+            not self.filters
+            and not self.disabled
+            and type(self) is FaultlensLogger
+            and (extra is None or (type(extra) is dict and extra.keys().isdisjoint(_RECORD_ATTRS)))
+            and _logging_module._logRecordFactory in _PLAIN_FACTORIES
+        ):
+            targets = _json_targets(self, level)
+        if targets is None:
+            record = self.makeRecord(
+                self.name, level, pathname, lineno, msg, args, exc_info, func, extra, sinfo
+            )
+            self.handle(record)
+            return
+        # Nobody but faultlens's JSON handlers would see the record: render the line
+        # as JSONFormatter.format_bytes would render the record.
+        try:
+            message = msg if type(msg) is str and not args else _format_message(msg, args)
+            if module is None:
+                module = _module_of(pathname)
+            levelname = _level_name(level) or _get_level_name(level)
+            created = _time()
+            ctx = _current_get()
+            fields = extra or None
+            if exc_info is not None and not (exc_info and exc_info[0]):
+                exc_info = None
+            for handler in targets:
+                settings = handler.formatter.settings  # type: ignore[union-attr]
+                if exc_info is None and sinfo is None:
+                    data = _render_line(
+                        settings,
+                        created,
+                        levelname,
+                        self.name,
+                        message,
+                        module,
+                        func,
+                        lineno,
+                        fields,  # type: ignore[arg-type]
+                        ctx,
+                    )
+                else:
+                    data = render(
+                        settings,
+                        created,
+                        levelname,
+                        self.name,
+                        message,
+                        module,
+                        func,
+                        lineno,
+                        fields,
+                        exc_info,
+                        sinfo,
+                        ctx,
+                    )
+                handler._write_counted(data, ctx)
+        except RecursionError:
+            raise
+        except Exception:  # a message whose str() fails twice: as emit() would report it
+            _write_failed()
+
+
+def _json_targets(logger: logging.Logger, level: int) -> list[FaultlensHandler] | None:
+    """The handlers ``callHandlers`` would call, when all are faultlens JSON handlers.
+
+    None when another handler (or a filter on one) would see the record, or when
+    no handler would (the stdlib then calls ``logging.lastResort``).
+    """
+    targets: list[FaultlensHandler] | None = None
+    found = False
+    current: logging.Logger | None = logger
+    while current:
+        for handler in current.handlers:
+            found = True
+            if level >= handler.level:
+                if (
+                    type(handler) is not FaultlensHandler
+                    or handler.filters
+                    or type(handler.formatter) is not JSONFormatter
+                ):
+                    return None
+                if targets is None:
+                    targets = [handler]
+                else:
+                    targets.append(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+    if not found:
+        return None
+    return targets if targets is not None else []
 
 
 # --- a faster LogRecord factory ------------------------------------------------------------
@@ -901,6 +1565,9 @@ def fast_log_record(  # noqa: PLR0915, PLR0917 (LogRecord's signature and body)
     return rv
 
 
+# Record factories that build a plain LogRecord and nothing else: with one of them,
+# a record that no handler outside faultlens would see need not be built at all.
+_PLAIN_FACTORIES = (logging.LogRecord, fast_log_record)
 _TIME_ATTRS = ("created", "msecs", "relativeCreated")
 _factory_checked: bool | None = None
 
@@ -921,6 +1588,110 @@ def _factory_matches_stdlib() -> bool:
     return _factory_checked
 
 
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(1)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _log_samples(logger: logging.Logger) -> None:
+    # Each call shape findCaller and makeRecord treat differently, on one line each,
+    # so that both loggers log them from the same places.
+    logger.info("m %s", "x", extra={"k": 1})
+    logger.warning("m", stacklevel=2)
+    logger.error("m", stack_info=True)
+    logging.LoggerAdapter(logger, {}).info("m")
+    logger.log(25, "m %(a)s", {"a": 1})
+    try:
+        raise ValueError("check")
+    except ValueError:
+        logger.exception("m")
+
+
+def _sample_records(logger: logging.Logger) -> list[dict[str, Any]]:
+    records: list[logging.LogRecord] = []
+    logger.addHandler(_ListHandler(records))
+    logger.setLevel(1)
+    logger.propagate = False
+    _log_samples(logger)
+    return [
+        {
+            key: (value[0] if key == "exc_info" and value else value)
+            for key, value in record.__dict__.items()
+            if key not in _TIME_ATTRS
+        }
+        for record in records
+    ]
+
+
+# Logger methods FaultlensLogger replaces or relies on: all must still be logging's own.
+_LOGGER_METHODS = (
+    "debug",
+    "info",
+    "warning",
+    "error",
+    "exception",
+    "critical",
+    "log",
+    "_log",
+    "findCaller",
+    "makeRecord",
+    "handle",
+    "callHandlers",
+    "isEnabledFor",
+)
+_logger_checked: bool | None = None
+
+
+def _logger_matches_stdlib() -> bool:
+    """Return True when FaultlensLogger builds the records this Python's Logger builds."""
+    global _logger_checked
+    if _logger_checked is None:
+        try:
+            source = logging.addLevelName.__code__.co_filename
+            unpatched = all(
+                getattr(logging.Logger, name).__code__.co_filename == source
+                for name in _LOGGER_METHODS
+            )
+            ours, theirs = (
+                _sample_records(cls("faultlens.check")) for cls in (FaultlensLogger, _Logger)
+            )
+            _logger_checked = unpatched and len(ours) == 6 and ours == theirs
+        except Exception:
+            _logger_checked = False
+    return _logger_checked
+
+
+def _install_logger_class() -> None:
+    """Make FaultlensLogger the class of plain loggers, present and future."""
+    manager = logging.Logger.manager
+    if (
+        logging.getLoggerClass() is not _Logger
+        or manager.loggerClass not in (None, _Logger)
+        or not _logger_matches_stdlib()
+    ):
+        return  # another logger class is someone's choice: leave it
+    with _logging_lock:
+        logging.setLoggerClass(FaultlensLogger)
+        for logger in list(manager.loggerDict.values()):
+            if type(logger) is _Logger:
+                logger.__class__ = FaultlensLogger
+
+
+def _uninstall_logger_class() -> None:
+    """Undo :func:`_install_logger_class`: every FaultlensLogger becomes a Logger again."""
+    with _logging_lock:
+        if logging.getLoggerClass() is FaultlensLogger:
+            logging.setLoggerClass(_Logger)
+        for logger in list(logging.Logger.manager.loggerDict.values()):
+            if type(logger) is FaultlensLogger:
+                logger.__class__ = _Logger  # type: ignore[assignment]
+
+
+_logging_lock: Any = getattr(logging, "_lock", None) or threading.RLock()
 _sink: FaultlensHandler | None = None
 _sink_settings = LogSettings()
 # faultlens.errors keeps each correlation's last lines as breadcrumbs for its error
@@ -941,6 +1712,7 @@ def configure_logging(
     settings: LogSettings | None = None,
     logger: logging.Logger | None = None,
     capture_warnings: bool = True,
+    logger_class: bool = True,
 ) -> logging.Handler:
     """Send logging (stdlib and native) through faultlens's formatter and return the handler.
 
@@ -953,7 +1725,11 @@ def configure_logging(
 
     When the LogRecord factory is still the stdlib's, it is replaced by
     :func:`fast_log_record`, which builds identical records in ~40% of the time;
-    a factory someone else installed is left alone.
+    a factory someone else installed is left alone.  Likewise, when the logger
+    class is still :class:`logging.Logger`, ``logger_class=True`` makes
+    :class:`FaultlensLogger` the class of every plain logger, existing and
+    future: the same records, and a line to faultlens's JSON handler alone without
+    a record at all.
     """
     global _sink, _sink_settings
     target = logger or logging.getLogger()
@@ -974,6 +1750,8 @@ def configure_logging(
         logging.captureWarnings(True)
     if logging.getLogRecordFactory() is logging.LogRecord and _factory_matches_stdlib():
         logging.setLogRecordFactory(fast_log_record)
+    if logger_class:
+        _install_logger_class()
     _sink = handler if fmt == "json" else None
     _sink_settings = settings
     return handler
@@ -989,7 +1767,9 @@ def _isatty(stream: Any) -> bool:
 def reset_logging(logger: logging.Logger | None = None) -> None:
     """Remove the handler :func:`configure_logging` installed (tests use this).
 
-    Also puts the stdlib's LogRecord factory back if faultlens's is installed.
+    Also puts the stdlib's LogRecord factory and logger class back if faultlens's
+    are installed (loggers that were made :class:`FaultlensLogger` become plain
+    :class:`logging.Logger` again).
     """
     global _sink
     target = logger or logging.getLogger()
@@ -998,6 +1778,7 @@ def reset_logging(logger: logging.Logger | None = None) -> None:
             target.removeHandler(old)
     if logging.getLogRecordFactory() is fast_log_record:
         logging.setLogRecordFactory(logging.LogRecord)
+    _uninstall_logger_class()
     _sink = None
 
 
@@ -1014,8 +1795,12 @@ _getframe = sys._getframe
 # Finding a frame's line number decodes the code's line table (a few hundred ns for
 # a short function, more in a long one); the same call site always has the same
 # one, so module, function and line are remembered per (code object, instruction).
+# The key is id(code) + f_lasti: the instruction's offset is smaller than the code
+# object (its bytecode is stored inside it), so the key is an address inside that
+# object, which no other live object shares; entries hold their code object alive,
+# and are checked against it anyway.  An int hashes faster than a tuple.
 _CALL_SITES_MAX = 4096
-_call_sites: dict[tuple[int, int], tuple[Any, Any, str, str, int | None]] = {}
+_call_sites: dict[int, tuple[Any, Any, str | None, str | None, int | None]] = {}
 
 
 def _level_cache(logger: logging.Logger) -> Any:
@@ -1123,19 +1908,33 @@ class StructuredLogger:
         try:
             frame = _getframe(depth)
             code = frame.f_code
-            site = _call_sites.get((id(code), frame.f_lasti))
-            if site is None or site[0] is not frame.f_globals:
-                site = _call_site(frame, code)
-            module: str | None = site[2]
-            function: str | None = site[3]
-            line: int | None = site[4]
+            site = _call_sites.get(id(code) + frame.f_lasti) or _call_site(frame, code)
+            # The key names one instruction of one live code object (see _call_sites);
+            # the same code run with other globals (exec) may be another module.
+            known_globals, _, module, function, line = site
+            if known_globals is not frame.f_globals:
+                _, _, module, function, line = _call_site(frame, code)
         except Exception:  # no such frame, or globals with an odd __name__
             module, function, line = None, None, None
         if type(message) is not str:
             message = _stringify(message)
         created = _time()
-        try:
-            data = _render(
+        ctx = _current_get()
+        if exc_info is None:
+            data = _render_line(
+                _sink_settings,
+                created,
+                levelname,
+                self.name,
+                message,
+                module,
+                function,
+                line,
+                fields,
+                ctx,
+            )
+        else:
+            data = render(
                 _sink_settings,
                 created,
                 levelname,
@@ -1147,12 +1946,8 @@ class StructuredLogger:
                 fields,
                 exc_info,
                 None,
-                None,
-                None,
+                ctx,
             )
-        except Exception as exc:  # a formatter bug must not lose the line
-            data = _degraded_line(exc, created, levelname, self.name, message)
-        ctx = _current_get()
         try:
             text = data.decode()
             with sink.lock:  # type: ignore[union-attr]
@@ -1185,14 +1980,14 @@ class StructuredLogger:
             counters.incr("logs.write_errors")
 
 
-def _call_site(frame: Any, code: Any) -> tuple[Any, Any, str, str, int | None]:
+def _call_site(frame: Any, code: Any) -> tuple[Any, Any, str | None, str | None, int | None]:
     """Return ``(globals, code, module, function, line)`` of ``frame``, remembered."""
     module = str(frame.f_globals.get("__name__", "?")).rpartition(".")[2]
     site = (frame.f_globals, code, module, code.co_name, frame.f_lineno)
     if len(_call_sites) >= _CALL_SITES_MAX:
         _call_sites.clear()
     # The entry holds the code object, so its id() cannot be reused while cached.
-    _call_sites[id(code), frame.f_lasti] = site
+    _call_sites[id(code) + frame.f_lasti] = site
     return site
 
 

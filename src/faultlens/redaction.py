@@ -54,6 +54,8 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import orjson
+
 from faultlens._metrics import counters
 from faultlens.errors import ConfigurationError
 
@@ -196,6 +198,21 @@ _ESCAPES = {
 }
 
 
+# What _clean_json hands to orjson: only the types orjson encodes natively; everything
+# else (subclasses of str, int, dict, list and tuple, dataclasses, sets, bytes,
+# arbitrary objects) reaches _refuse, which sends the mapping to the redactor.
+_NATIVE_ONLY = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+_dumps = orjson.dumps
+
+
+class _NotNative(TypeError):
+    """Raised by _refuse: a value that orjson does not encode on its own."""
+
+
+def _refuse(value: object) -> object:
+    raise _NotNative
+
+
 def _words(key: str) -> list[str]:
     return [word.lower() for word in _WORD.findall(key)]
 
@@ -261,6 +278,11 @@ class Redactor:
     _key_cache: dict[object, str | _SensitiveKey] = field(init=False, repr=False, compare=False)
     # key as found before a separator in text, reversed -> is it sensitive
     _text_key_cache: dict[str, bool] = field(init=False, repr=False, compare=False)
+    # redact_emails or redact_ips: the value patterns that are off by default
+    _optional_patterns: bool = field(init=False, repr=False, compare=False)
+    # str keys that are not sensitive and come out as they went in: a mapping whose
+    # keys are all here needs no key work (a C-speed subset test, see _clean_json).
+    _clean_keys: set[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         keys = _key_set(self.keys, "keys")
@@ -294,6 +316,8 @@ class Redactor:
         setattr_(self, "_allow", frozenset("_".join(_words(key)) for key in allow))
         setattr_(self, "_key_cache", {})
         setattr_(self, "_text_key_cache", {})
+        setattr_(self, "_clean_keys", set())
+        setattr_(self, "_optional_patterns", bool(self.redact_emails or self.redact_ips))
 
     # -- public API ---------------------------------------------------------------
 
@@ -360,6 +384,11 @@ class Redactor:
         name = self._text(key)
         entry = _SensitiveKey(name) if sensitive else name
         _remember(self._key_cache, key, len(key), entry)
+        if not sensitive and name == key and type(key) is str and len(key) <= _KEY_CACHE_MAX_KEY:
+            clean = self._clean_keys
+            if len(clean) >= _KEY_CACHE_SIZE:
+                clean.clear()
+            clean.add(key)
         return entry
 
     def _foreign_key(self, key: object) -> str | _SensitiveKey:
@@ -505,6 +534,43 @@ class Redactor:
             return text
         return _replace(text, spans, self.marker)
 
+    def _clean_json(self, mapping: dict[str, object]) -> bytes | None:
+        """``mapping`` as compact JSON when :meth:`redact_mapping` would change nothing.
+
+        None means "redact it": a key is sensitive, new or changed by redaction, a
+        string may hold a pattern, or a value is of a type the redactor converts
+        (anything orjson does not encode natively as it stands, such as sets,
+        bytes, named tuples, dataclasses and subclasses of builtins, goes the
+        long way).  Nested dicts always do: their keys are judged by key.  The
+        JSON of what is left equals the JSON of the redacted copy, because the
+        redactor returns such values unchanged (a tuple as a tuple).  Logs use it
+        to skip a Python loop over every field of every line.
+        """
+        if not mapping.keys() <= self._clean_keys:
+            return None
+        return self._clean_values_json(mapping)
+
+    def _is_clean_key(self, key: object) -> bool:
+        """True when ``key`` is a str that is not sensitive and that redaction leaves as is."""
+        if type(key) is not str:
+            return False
+        entry = self._key_cache.get(key)
+        if entry is None:
+            entry = self._key_entry(key)
+        return type(entry) is str and entry == key
+
+    def _clean_values_json(self, mapping: dict[str, object]) -> bytes | None:
+        """:meth:`_clean_json` for a caller that knows every key passes :meth:`_is_clean_key`."""
+        try:
+            blob = _dumps(mapping, _refuse, _NATIVE_ONLY)
+        except TypeError:  # _refuse, a non-str key, an integer beyond 64 bits
+            return None
+        # One ":" per key of the mapping; any other (a nested dict's key, a ":" in a
+        # string) sends it the long way, as do the other pattern hints.
+        if self._may_redact_json(blob, len(mapping)):
+            return None
+        return blob
+
     def _may_redact_json(self, blob: bytes, colons: int) -> bool:
         """False when :meth:`_text` would leave every string of ``blob`` as it is.
 
@@ -516,24 +582,25 @@ class Redactor:
         closer": the document may still hold nothing to redact.  Keys are scanned
         like any string; whether one is sensitive is for the caller to judge.
         """
-        if not self.enabled:
-            return False
+        # The usual answer is False, after every test has run: the attributes
+        # (enabled, the opt-in patterns) are read only when they can change it.
         text = blob.decode()
-        if "=" in text or text.count(":") != colons:  # a string holds a separator
-            return True
-        if "J" in text and "eyJ" in text:
-            return True
-        if "earer" in text or (
-            "B" in text and ("Basic" in text or "BASIC" in text or "BEARER" in text)
+        if (
+            "=" in text
+            or text.count(":") != colons  # a string holds a separator
+            or ("J" in text and "eyJ" in text)
+            or "earer" in text
+            or ("B" in text and ("Basic" in text or "BASIC" in text or "BEARER" in text))
+            or ("A" in text and ("AKIA" in text or "ASIA" in text))
+            or blob.translate(_CARD_CHARS).find(_CARD_WINDOW) >= 0
+            or (self._optional_patterns and self._may_hold_optional(text))
         ):
-            return True
-        if "A" in text and ("AKIA" in text or "ASIA" in text):
-            return True
-        if self.redact_emails and "@" in text:
-            return True
-        if self.redact_ips and "." in text:
-            return True
-        return blob.translate(_CARD_CHARS).find(_CARD_WINDOW) >= 0
+            return self.enabled
+        return False
+
+    def _may_hold_optional(self, text: str) -> bool:
+        """The opt-in part of :meth:`_may_redact_json`: e-mail and IP addresses."""
+        return (self.redact_emails and "@" in text) or (self.redact_ips and "." in text)
 
     def _kv_spans(self, text: str, spans: list[tuple[int, int]]) -> None:
         """Add the values of ``key=value``-like pairs whose key is sensitive."""

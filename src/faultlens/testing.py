@@ -102,6 +102,7 @@ def capture_logs(level: int | str = "DEBUG", **settings: Any) -> Iterator[Captur
     previous = [h for h in root.handlers if getattr(h, "faultlens_installed", False)]
     previous_level = root.level
     previous_sink, previous_settings = _logs._sink, _logs._sink_settings
+    previous_factory, previous_class = logging.getLogRecordFactory(), logging.getLoggerClass()
     stream = io.StringIO()
     captured = CapturedLogs(stream)
     _logs.configure_logging(
@@ -115,6 +116,11 @@ def capture_logs(level: int | str = "DEBUG", **settings: Any) -> Iterator[Captur
             root.addHandler(handler)
         root.setLevel(previous_level)
         _logs._sink, _logs._sink_settings = previous_sink, previous_settings
+        # reset_logging() put the stdlib's factory and logger class back: a
+        # configure_logging() before the block had installed faultlens's, keep them.
+        logging.setLogRecordFactory(previous_factory)
+        if previous_class is _logs.FaultlensLogger:
+            _logs._install_logger_class()
         captured.refresh()
 
 
