@@ -288,3 +288,86 @@ def test_escaping_exception_remembers_the_innermost_scope() -> None:
             raise ValueError("boom")
     assert info.value.__faultlens_context__ is inner  # type: ignore[attr-defined]
     assert inner is not outer
+
+
+def test_lazy_ids_are_stable_and_shared_by_copies() -> None:
+    """A plain correlate() draws its ids when first read; copies read the same ids."""
+    with correlate() as ctx:
+        faultlens.bind(user_id="u1")
+        bound = faultlens.current_context()
+        assert bound is not None
+        # The copy is read first: the original must still agree with it.
+        assert bound.trace_id == ctx.trace_id == ctx.correlation_id
+        assert bound.span_id == ctx.span_id
+        assert re.fullmatch(r"[0-9a-f]{16}", ctx.span_id)
+        assert ctx.replace(correlation_id="other").trace_id == ctx.trace_id
+        headers = faultlens.outgoing_headers()
+    assert headers["X-Correlation-ID"] == ctx.correlation_id
+    assert headers["traceparent"].split("-")[1] == ctx.trace_id
+
+
+def test_lazy_ids_agree_across_racing_threads() -> None:
+    """Threads reading a fresh context's ids at the same moment all get the same ones."""
+    import threading
+
+    for _ in range(20):
+        ctx = correlate().context
+        barrier = threading.Barrier(8)
+        seen: list[tuple[str, str]] = []
+
+        def read(
+            ctx: RequestContext = ctx,
+            barrier: threading.Barrier = barrier,
+            seen: list[tuple[str, str]] = seen,
+        ) -> None:
+            barrier.wait()
+            seen.append((ctx.correlation_id, ctx.span_id))
+
+        threads = [threading.Thread(target=read) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(seen)) == 1
+
+
+def test_lazy_context_behaves_as_a_plain_context() -> None:
+    """Equality, repr, to_dict, _asdict and copy see the drawn ids."""
+    import copy
+
+    with correlate() as ctx:
+        pass
+    plain = RequestContext(*ctx._asdict().values())
+    assert ctx == plain
+    assert not ctx != plain  # noqa: SIM202 (__ne__ is under test)
+    assert ctx != ctx.replace(user_id="u2")
+    assert ctx.correlation_id in repr(ctx)
+    assert ctx.to_dict()["trace_id"] == ctx.trace_id
+    assert ctx._asdict()["span_id"] == ctx.span_id
+    clone = copy.copy(ctx)
+    assert clone == ctx
+    assert clone.correlation_id == ctx.correlation_id
+    assert clone.span_id == ctx.span_id
+
+
+def test_nested_plain_scope_links_the_outer_id() -> None:
+    """A nested plain correlate() records the outer (lazily drawn) id as its parent."""
+    with correlate() as outer, correlate() as inner:
+        assert inner.parent_correlation_id == outer.correlation_id
+        assert inner.correlation_id != outer.correlation_id
+        assert faultlens.correlation_id() == inner.correlation_id
+    assert outer.started_at <= inner.started_at
+
+
+def test_plain_and_keyword_scopes_build_the_same_context() -> None:
+    """correlate() and correlate(**fields) differ only in the fields given."""
+    with correlate() as plain:
+        pass
+    with correlate(user_id="u1") as keyword:
+        pass
+    plain_data = plain.to_dict()
+    keyword_data = keyword.to_dict()
+    assert keyword_data.pop("user_id") == "u1"
+    assert plain_data.keys() == keyword_data.keys()
+    assert plain.trace_flags == keyword.trace_flags == 1
+    assert plain.journey == keyword.journey == ()

@@ -84,3 +84,19 @@ def test_arbitrary_text_never_crash_and_are_safe(raw: str) -> None:
     """Any text either normalises to a safe token or is rejected."""
     result = normalize_id(raw)
     assert result is None or SAFE.fullmatch(result)
+
+
+def test_ids_stay_distinct_across_block_refills() -> None:
+    """Trace and span ids drawn across many pooled blocks never repeat and keep their form."""
+    from faultlens._ids import new_span_id
+
+    traces: set[str] = set()
+    spans: set[str] = set()
+    for _ in range(1000):  # several blocks of 170 ids
+        trace, span = new_trace_ids()
+        traces.add(trace)
+        spans.add(span)
+        spans.add(new_span_id())
+    assert len(traces) == 1000
+    assert len(spans) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{16}", s) for s in spans)

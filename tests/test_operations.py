@@ -214,3 +214,42 @@ def test_fake_clock_is_the_global_clock_and_sleeps_without_blocking() -> None:
         assert clock.monotonic() - before == pytest.approx(35.0)
         assert clock.sleeps == [30.0, 5.0]
     assert isinstance(get_clock(), SystemClock)
+
+
+def test_level_changes_take_effect_between_runs() -> None:
+    """Raising and lowering the logger level changes what the next runs log."""
+    import logging
+
+    with capture_logs() as logs:
+        logger = logging.getLogger("faultlens.operation")
+        previous = logger.level
+        try:
+            logger.setLevel(logging.WARNING)
+            with operation("quiet"):
+                pass
+            logger.setLevel(logging.INFO)
+            with operation("loud"):
+                pass
+        finally:
+            logger.setLevel(previous)
+    assert [line["operation"] for line in logs] == ["loud"]
+
+
+def test_run_attributes_through_its_lifecycle() -> None:
+    """A run is an OperationRun: running with no duration inside, then ok with one."""
+    from faultlens.operations import OperationRun
+
+    with operation("job", layer="background", budget_ms=1000, k=1) as run:
+        assert isinstance(run, OperationRun)
+        assert (run.name, run.layer, run.outcome, run.duration_ms) == (
+            "job",
+            "background",
+            "running",
+            None,
+        )
+        assert run.fields == {"k": 1}
+        assert run.budget_ms == 1000
+    assert run.outcome == "ok"
+    assert run.duration_ms is not None
+    assert run.duration_ms >= 0
+    assert current() is None

@@ -1,9 +1,10 @@
 """Identifier generation and validation of identifiers that arrive from outside.
 
 Generated ids are random hex from ``os.urandom``: unique across processes and
-forks without coordination, and cheap (one syscall gives a trace id and a span
-id together).  Incoming ids are untrusted input: they are accepted only when
-they are a safe token, and anything else is replaced, counted, and never echoed.
+forks without coordination, and cheap (one syscall per 170 ids, hex-encoded once
+per block, so an id is a slice of a string).  Incoming ids are untrusted input:
+they are accepted only when they are a safe token, and anything else is
+replaced, counted, and never echoed.
 """
 
 from __future__ import annotations
@@ -29,58 +30,67 @@ _SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
 
 
 # Random bytes come from os.urandom (the OS CSPRNG), fetched in blocks: one syscall
-# per 170 ids instead of one per id.  Each block is handed out slice by slice through
-# an itertools.count, whose next() is atomic under the GIL, so two threads never get
-# the same slice.  A forked child discards the block it inherited: otherwise parent
-# and child would hand out the same ids.
+# per 170 ids instead of one per id.  A block is hex-encoded once when it is read,
+# so an id costs two string slices (no per-id bytes.hex() call).  Each block is
+# handed out slot by slot through an itertools.count, whose next() is atomic under
+# the GIL, so two threads never get the same slot.  A forked child discards the
+# block it inherited: otherwise parent and child would hand out the same ids.
 _BLOCK_IDS = 170
 _ID_BYTES = 24  # a 16-byte trace id and an 8-byte span id
-# (block, cursor) are replaced together so a cursor always indexes its own block.
-_state: tuple[bytes, Iterator[int]] = (b"", itertools.count(_BLOCK_IDS))
+_SLOT = 2 * _ID_BYTES  # hex digits per slot: 32 for the trace id, 16 for the span id
+_BLOCK_CHARS = _BLOCK_IDS * _SLOT
+# (hex block, cursor) are replaced together so a cursor always indexes its own block.
+# The cursor counts in hex digits (0, 48, 96, ...): a slot's offset without a multiply.
+# `_pool[0]` is read by faultlens.context, which inlines new_trace_ids() on its hot path.
+_pool: list[tuple[str, Iterator[int]]] = [("", itertools.count(_BLOCK_CHARS, _SLOT))]
 _refill_lock = threading.Lock()
 
 
-def _refill(exhausted: tuple[bytes, Iterator[int]]) -> None:
-    global _state
+def _refill(exhausted: tuple[str, Iterator[int]]) -> None:
     with _refill_lock:
-        if _state is exhausted:  # another thread may have refilled already
-            _state = (os.urandom(_BLOCK_IDS * _ID_BYTES), itertools.count())
+        if _pool[0] is exhausted:  # another thread may have refilled already
+            _pool[0] = (os.urandom(_BLOCK_IDS * _ID_BYTES).hex(), itertools.count(0, _SLOT))
 
 
 def _discard_inherited_block() -> None:
-    global _state, _refill_lock
+    global _refill_lock
     _refill_lock = threading.Lock()  # the parent's lock may have been held at fork
-    _state = (b"", itertools.count(_BLOCK_IDS))
+    _pool[0] = ("", itertools.count(_BLOCK_CHARS, _SLOT))
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_discard_inherited_block)
 
 
-def _random_bytes() -> bytes:
-    while True:
-        state = _state
-        i = next(state[1])
-        if i < _BLOCK_IDS:
-            start = i * _ID_BYTES
-            return state[0][start : start + _ID_BYTES]
-        _refill(state)
-
-
 def new_trace_ids() -> tuple[str, str]:
     """Return a fresh ``(trace_id, span_id)``: 32 and 16 lower-case hex digits."""
-    h = _random_bytes().hex()
-    return h[:32], h[32:]
+    while True:
+        state = _pool[0]
+        i = next(state[1])
+        if i < _BLOCK_CHARS:
+            block = state[0]
+            return block[i : i + 32], block[i + 32 : i + _SLOT]
+        _refill(state)
 
 
 def new_id() -> str:
     """Return a fresh 32-hex-digit id (usable as a correlation id and a W3C trace id)."""
-    return _random_bytes()[:16].hex()
+    while True:
+        state = _pool[0]
+        i = next(state[1])
+        if i < _BLOCK_CHARS:
+            return state[0][i : i + 32]
+        _refill(state)
 
 
 def new_span_id() -> str:
     """Return a fresh 16-hex-digit W3C span id."""
-    return _random_bytes()[16:].hex()
+    while True:
+        state = _pool[0]
+        i = next(state[1])
+        if i < _BLOCK_CHARS:
+            return state[0][i + 32 : i + _SLOT]
+        _refill(state)
 
 
 def normalize_id(value: str | bytes | None) -> str | None:

@@ -165,7 +165,7 @@ class RequestContext(NamedTuple):
         """
         out: dict[str, Any] = {}
         value: Any
-        for name, value in zip(self._fields, self, strict=True):
+        for name, value in zip(self._fields, _values(self), strict=True):
             if name == "journey_steps" or value is None or value in ((), _EMPTY):
                 continue
             if name in ("preferences", "performance_budget", "fields"):
@@ -195,6 +195,90 @@ class RequestContext(NamedTuple):
         redacted = _personal_redactor(get_redactor()).redact(data)
         assert isinstance(redacted, dict)
         return redacted
+
+
+# --- lazily drawn ids ------------------------------------------------------------------
+# `with correlate():` draws a trace id (which is also the correlation id) and a span id
+# for its context, yet many scopes never read them: nothing logged at that level, no
+# subscriber, no outgoing call.  Such a context is a _LazyIdsContext: in the tuple, the
+# positions of correlation_id, trace_id and span_id hold one shared "cell" (a list)
+# instead of strings, and the ids are drawn into the cell when first read.  The cell is
+# shared by every copy (bind(), replace()), so a copy reads the same ids as its
+# original, whichever is read first; once read, the values never change.
+
+
+def _drawn_ids(cell: list[tuple[str, str]]) -> tuple[str, str]:
+    """The (trace id, span id) of a lazy context's cell, drawn now if nobody has yet."""
+    if not cell:
+        # list.append is atomic: two threads racing here both append, and both read
+        # the first entry, so every reader sees the same ids.
+        cell.append(new_trace_ids())
+    return cell[0]
+
+
+def _values(ctx: RequestContext) -> tuple[Any, ...]:
+    """The context's field values, with lazily drawn ids drawn (in ``_fields`` order)."""
+    if type(ctx) is RequestContext:
+        return tuple(ctx)
+    return (ctx.correlation_id, ctx.trace_id, ctx.span_id, *ctx[3:])
+
+
+class _LazyIdsContext(RequestContext):
+    """A :class:`RequestContext` whose generated ids are drawn when first read.
+
+    Built by :func:`correlate`; behaves as a ``RequestContext`` with the same
+    values through its attributes and methods.  Compares, prints and copies by
+    its values (drawing the ids), as a plain ``RequestContext`` would.
+    """
+
+    __slots__ = ()
+
+    @property
+    def correlation_id(self) -> str:
+        """Follows the work across every hop (here: the trace id, drawn when first read)."""
+        value: Any = self[0]
+        if type(value) is str:
+            return value
+        return (value[0] if value else _drawn_ids(value))[0]
+
+    @property
+    def trace_id(self) -> str:
+        """The W3C trace id (drawn when first read)."""
+        value: Any = self[1]
+        if type(value) is str:
+            return value
+        return (value[0] if value else _drawn_ids(value))[0]
+
+    @property
+    def span_id(self) -> str:
+        """This hop's W3C span id (drawn when first read)."""
+        value: Any = self[2]
+        if type(value) is str:
+            return value
+        return (value[0] if value else _drawn_ids(value))[1]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RequestContext):
+            return _values(self) == _values(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, RequestContext):
+            return _values(self) != _values(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as RequestContext: it holds a list
+
+    def __repr__(self) -> str:
+        return repr(_new_tuple(RequestContext, _values(self)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A copy (copy.copy, or a pickle once its values allow one) is a plain context
+        # with the ids drawn: it cannot share the cell, so it must not draw its own.
+        return (_new_tuple, (RequestContext, _values(self)))
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, _values(self), strict=True))
 
 
 _FIELD_SET = frozenset(RequestContext._fields) - {"journey_steps"}
@@ -263,6 +347,9 @@ def mask_ip(ip: str) -> str:
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "faultlens_context", default=None
 )
+_current_get = _current.get
+_current_set = _current.set
+_current_reset = _current.reset
 # The innermost running operation (set by faultlens.operations); lives here so that
 # the log formatter can read it without importing the operations module.
 current_operation: contextvars.ContextVar[Any] = contextvars.ContextVar(
@@ -302,30 +389,52 @@ def current_context() -> RequestContext | None:
 # When the OpenTelemetry API is installed and a span is active, its trace context is
 # the one to use; inventing a second trace id would split the trace in two.
 
-_otel: tuple[Callable[[], Any], Callable[[], Any]] | bool | None = False  # False: not looked up
+# The probe answers "is there any OpenTelemetry context at all?" as cheaply as
+# possible, because it runs for every new context and the answer is almost always
+# no: None when OpenTelemetry is not installed, else the ContextVar.get (a C call)
+# behind OpenTelemetry's runtime context, or its get_current() for another runtime.
+# Before the first use it is the function that looks OpenTelemetry up (importing it
+# at `import faultlens` would cost every process the import).
+_otel_probe: Callable[[], Any] | None
+_otel_span: Callable[[], Any] | None = None  # opentelemetry.trace.get_current_span
+
+
+def _lookup_otel() -> Any:
+    global _otel_probe, _otel_span
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace import get_current_span
+    except ImportError:
+        _otel_probe = None
+        return None
+    var = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if isinstance(var, contextvars.ContextVar):
+        probe: Callable[[], Any] = var.get
+    else:
+        get_current = otel_context.get_current
+
+        def probe() -> Any:
+            try:
+                return get_current()
+            except Exception:  # a broken runtime context must not break the request
+                return None
+
+    _otel_span = get_current_span
+    _otel_probe = probe
+    return probe()
+
+
+_otel_probe = _lookup_otel
 
 
 def _otel_span_ids() -> tuple[str, str, int] | None:
-    global _otel
-    hooks = _otel
-    if hooks is False:
-        try:
-            from opentelemetry.context import get_current
-            from opentelemetry.trace import get_current_span
-        except ImportError:
-            hooks = None
-        else:
-            hooks = (get_current, get_current_span)
-        _otel = hooks
-    if hooks is None:
+    probe = _otel_probe
+    # An empty OpenTelemetry context (installed, no span active) is the common case;
+    # checking it first skips the span lookup.
+    if probe is None or not probe() or _otel_span is None:
         return None
-    assert isinstance(hooks, tuple)
     try:
-        # An empty OpenTelemetry context (installed, no span active) is the common
-        # case; checking it first skips the span lookup.
-        if not hooks[0]():
-            return None
-        span_context = hooks[1]().get_span_context()
+        span_context = _otel_span().get_span_context()
     except Exception:  # a broken tracer must not break the request
         return None
     if not span_context.is_valid:
@@ -354,7 +463,8 @@ def _build(  # noqa: PLR0917 (private hot path: positional on purpose)
     ``cid`` must already be validated (``None``: use the trace id).  With
     ``request_id=None`` the request id is left unset; ``_SPAN_ID`` uses the span id.
     """
-    otel = _otel_span_ids()
+    probe = _otel_probe
+    otel = _otel_span_ids() if probe is not None and probe() else None
     if otel is not None:
         trace_id, span_id, flags = otel
         parent_span_id = None
@@ -490,7 +600,7 @@ class use:
     def __enter__(self) -> RequestContext:
         if self._token is not None:
             raise RuntimeError("this scope is already entered; create a new one per `with`")
-        self._token = _current.set(self.context)
+        self._token = _current_set(self.context)
         return self.context
 
     def __exit__(
@@ -511,7 +621,7 @@ class use:
             except Exception:  # exceptions that refuse attributes keep working
                 pass
         try:
-            _current.reset(token)
+            _current_reset(token)
         except ValueError:
             # Exited in another contextvars.Context (e.g. an async generator finalised
             # elsewhere): restore the previous value there instead of failing.
@@ -545,14 +655,45 @@ class correlate(use):
     __slots__ = ()
 
     def __init__(self, correlation_id: str | None = None, **fields: Any) -> None:
-        outer = _current.get()
-        if outer is not None and "parent_correlation_id" not in fields:
-            fields["parent_correlation_id"] = outer.correlation_id
-        cid = None
-        if correlation_id is not None:
-            cid = accept_id(correlation_id, counter="context.invalid_correlation_id")
-        self.context = _build(cid, None, (), fields)
         self._token = None
+        outer = _current_get()
+        if fields or correlation_id is not None or (_otel_probe is not None and _otel_probe()):
+            if outer is not None and "parent_correlation_id" not in fields:
+                fields["parent_correlation_id"] = outer.correlation_id
+            cid = None
+            if correlation_id is not None:
+                cid = accept_id(correlation_id, counter="context.invalid_correlation_id")
+            self.context = _build(cid, None, (), fields)
+            return
+        # The common case, `with correlate():`, builds its context here, inline: the
+        # values _build would give (a fresh trace id as the correlation id, a fresh span
+        # id, defaults), except that the ids are drawn when first read (see
+        # _LazyIdsContext): many scopes never read them.
+        cell: list[tuple[str, str]] = []
+        self.context = _new_tuple(
+            _LazyIdsContext,
+            (
+                cell,
+                cell,
+                cell,
+                None,
+                1,
+                (),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                _NO_PERMISSIONS,
+                _EMPTY,
+                _EMPTY,
+                _time(),
+                _EMPTY,
+                None if outer is None else outer.correlation_id,
+                [],
+            ),
+        )
 
 
 def bind(**fields: Any) -> RequestContext:
@@ -627,7 +768,8 @@ def outgoing_headers() -> dict[str, str]:
     is active its trace context is used.  Outside any scope, returns ``{}``.
     """
     ctx = _current.get()
-    otel = _otel_span_ids()
+    probe = _otel_probe
+    otel = _otel_span_ids() if probe is not None and probe() else None
     if otel is not None:
         trace_id, span_id, flags = otel
         headers = {"traceparent": format_traceparent(trace_id, span_id, flags)}

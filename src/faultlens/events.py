@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from faultlens._ids import new_id
 from faultlens._metrics import counters, report_once
-from faultlens.context import current_context
+from faultlens.context import _current
 
 __all__ = [
     "ALERT",
@@ -52,6 +52,7 @@ JOB: Final = "job"
 AUDIT: Final = "audit"
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_current_get = _current.get
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,7 @@ def emit(kind: str, name: str, payload: Mapping[str, Any] | None = None) -> Even
     """
     if not _bus.active or not _bus.has_subscribers(kind):
         return None
-    ctx = current_context()
+    ctx = _current_get()
     if ctx is None:
         event = _make_event(kind, name, payload or _EMPTY, None, None, None, None, None)
     else:
