@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from faultlens._w3c import (
@@ -21,6 +21,7 @@ from faultlens._w3c import (
     format_tracestate,
     parse_traceparent,
     parse_tracestate,
+    traceparent_ids,
 )
 from faultlens.errors import ConfigurationError
 
@@ -285,6 +286,59 @@ def test_traceparent_non_ascii_bytes_are_invalid(value: bytes | list[bytes]) -> 
 def test_traceparent_never_raises_on_wrong_types(value: object) -> None:
     """Input of a type the signature does not allow is invalid, not an exception."""
     assert parse_traceparent(_untyped(value)) is None
+
+
+# --- traceparent: the middleware's fast path --------------------------------------------
+
+
+def _expected_ids(value: object) -> tuple[str, str, int] | None:
+    parsed = parse_traceparent(_untyped(value))
+    return None if parsed is None else (parsed.trace_id, parsed.parent_id, parsed.flags)
+
+
+@st.composite
+def _near_traceparents(draw: st.DrawFn) -> bytes:
+    """55-byte values that are valid or one byte away from it, with tricky fields."""
+    version = draw(st.sampled_from(["00", "01", "cc", "fe", "ff", "0F", "0g"]))
+    trace_id = draw(st.sampled_from([TRACE_ID, "0" * 32, TRACE_ID.upper()]))
+    parent_id = draw(st.sampled_from([SPAN_ID, "0" * 16, SPAN_ID.upper()]))
+    flags = draw(st.sampled_from(["00", "01", "03", "ff", "F1", "0x"]))
+    value = bytearray(f"{version}-{trace_id}-{parent_id}-{flags}".encode())
+    if draw(st.booleans()):
+        value[draw(st.integers(0, 54))] = draw(st.integers(0, 255))
+    return bytes(value)
+
+
+@given(st.one_of(_near_traceparents(), st.binary(min_size=55, max_size=55), st.binary()))
+def test_traceparent_ids_agree_with_parse_traceparent(value: bytes) -> None:
+    """traceparent_ids gives parse_traceparent's ids and flags (or None) for any bytes."""
+    assert traceparent_ids(value) == _expected_ids(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        VALID.encode(),
+        SUITE,
+        FUTURE.encode(),
+        f"{FUTURE}-x".encode(),
+        f" {SUITE}".encode(),
+        [SUITE.encode()],
+        [SUITE.encode(), SUITE.encode()],
+        f"ff-{SUITE_TRACE_ID}-{SUITE_SPAN_ID}-01".encode(),
+        f"00-{SUITE_TRACE_ID}-{SUITE_SPAN_ID}-ff".encode(),
+        b"\xff" + SUITE.encode()[1:],
+        None,
+    ],
+)
+def test_traceparent_ids_known_values(value: object) -> None:
+    """traceparent_ids agrees with parse_traceparent on the cases the W3C suite names."""
+    assert traceparent_ids(_untyped(value)) == _expected_ids(value)
+
+
+def test_traceparent_ids_keeps_the_whole_flags_byte() -> None:
+    """The flags come back whole, unknown bits included, as TraceParent.flags has them."""
+    assert traceparent_ids(f"00-{TRACE_ID}-{SPAN_ID}-03".encode()) == (TRACE_ID, SPAN_ID, 3)
 
 
 # --- traceparent: formatting ----------------------------------------------------------
@@ -837,6 +891,8 @@ def test_tracestate_round_trips_under_limits(members: list[tuple[str, str]]) -> 
         assert parse_tracestate(format_tracestate(members)) == tuple(members)
 
 
+# Long keys and values from regexes are slow to draw on a loaded machine.
+@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_ANY_MEMBER, max_size=40, unique_by=lambda member: member[0]))
 def test_tracestate_truncation_keeps_an_ordered_subset(members: list[tuple[str, str]]) -> None:
     """Truncation keeps a valid header within 512 characters holding members in their order."""

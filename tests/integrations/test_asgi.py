@@ -24,7 +24,12 @@ from starlette.websockets import WebSocket
 import faultlens
 from faultlens._ids import normalize_id
 from faultlens._metrics import counters
-from faultlens.context import current_context, set_header_names
+from faultlens.context import (
+    RequestContext,
+    context_from_headers,
+    current_context,
+    set_header_names,
+)
 from faultlens.integrations.asgi import FaultlensMiddleware
 from faultlens.testing import capture_logs
 
@@ -350,6 +355,101 @@ def test_app_copies_of_the_headers_are_replaced() -> None:
         assert headers[b"x-correlation-id"] != [b"from-the-app"]
         assert len(headers[b"traceparent"]) == 1
         assert headers[b"content-type"] == [b"text/plain"]
+
+
+# --- the positional build matches context_from_headers ---------------------------------
+
+UUID_ID = "123E4567-E89B-12D3-A456-426614174000"
+_KNOWN_TRACE_IDS = {
+    TRACE_ID,
+    "123e4567e89b12d3a456426614174000",
+    "0af7651916cd43dd8448eb211c80319c",
+}
+
+
+def _shape(ctx: RequestContext) -> dict[str, Any]:
+    """The context's fields with its generated values (fresh ids, start time) named, not valued."""
+    fields = ctx._asdict()
+    generated = {ctx.span_id: "<span id>"}
+    if ctx.trace_id not in _KNOWN_TRACE_IDS:
+        generated[ctx.trace_id] = "<trace id>"
+    for name, value in fields.items():
+        if isinstance(value, str) and value in generated:
+            fields[name] = generated[value]
+    fields["started_at"] = "<time>"
+    return fields
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> Any:
+    values = [value for key, value in headers if key == name]
+    if not values:
+        return None
+    return values[0] if name in (b"x-correlation-id", b"x-request-id", b"user-agent") else values
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"traceparent", TRACEPARENT.encode())],
+        [(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"a=1"), (b"tracestate", b"b=2")],
+        [
+            (b"traceparent", b"00-" + b"0" * 32 + b"-" + SPAN_ID.encode() + b"-01"),
+            (b"tracestate", b"a=1"),
+        ],
+        [(b"traceparent", TRACEPARENT.encode()), (b"traceparent", TRACEPARENT.encode())],
+        [(b"traceparent", f"cc-{TRACE_ID}-{SPAN_ID}-03-future".encode())],
+        [(b"x-correlation-id", UUID_ID.encode()), (b"traceparent", TRACEPARENT.encode())],
+        [(b"x-correlation-id", b"0af7651916cd43dd8448eb211c80319c")],
+        [(b"x-correlation-id", b"order-42"), (b"x-request-id", b"req-7")],
+        [(b"x-correlation-id", b"bad id\r\n"), (b"x-request-id", b"req-7")],
+        [(b"x-request-id", b"\xff\xfe")],
+        [(b"user-agent", b"ua/" + b"x" * 600), (b"user-agent", b"second")],
+        [(b"user-agent", "caf\u00e9".encode("latin-1"))],
+    ],
+)
+@pytest.mark.parametrize("peer", [("203.0.113.5", 40000), None])
+def test_context_matches_context_from_headers(
+    headers: list[tuple[bytes, bytes]], peer: tuple[str, int] | None
+) -> None:
+    """The middleware builds the context context_from_headers would from the same headers."""
+    recorder = Recorder()
+    run(FaultlensMiddleware(recorder, access_log=False), http_scope(headers, peer=peer))
+    got = recorder.contexts[0]
+    assert got is not None
+    ua = _header(headers, b"user-agent")
+    expected, _ = context_from_headers(
+        correlation_id=_header(headers, b"x-correlation-id"),
+        request_id=_header(headers, b"x-request-id"),
+        traceparent=_header(headers, b"traceparent"),
+        tracestate=_header(headers, b"tracestate"),
+        ip_address=peer[0] if peer else None,
+        user_agent=None if ua is None else ua[:512].decode("latin-1"),
+    )
+    assert type(got) is RequestContext
+    assert _shape(got) == _shape(expected)
+    assert got.journey_steps == []
+    assert got.journey_steps is not expected.journey_steps
+
+
+def test_context_uses_an_active_opentelemetry_span() -> None:
+    """With an OpenTelemetry span active, the request joins its trace, as correlate() does."""
+    pytest.importorskip("opentelemetry.trace")
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    tracer = sdk.TracerProvider().get_tracer("test")
+    recorder = Recorder()
+    headers = [(b"traceparent", TRACEPARENT.encode()), (b"tracestate", b"a=1")]
+    with tracer.start_as_current_span("server") as span:
+        sc = span.get_span_context()
+        messages = run(
+            FaultlensMiddleware(recorder, access_log=False), http_scope(headers, peer=None)
+        )
+        expected, _ = context_from_headers(traceparent=TRACEPARENT, tracestate="a=1")
+    got = recorder.contexts[0]
+    assert got is not None
+    assert (got.trace_id, got.span_id) == (f"{sc.trace_id:032x}", f"{sc.span_id:016x}")
+    assert _shape(got) == _shape(expected)
+    assert response_headers(messages)[b"x-correlation-id"] == [got.trace_id.encode()]
 
 
 # --- invalid ids ----------------------------------------------------------------------------

@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faultlens._ids import normalize_id
+from faultlens._metrics import counters
 from faultlens.context import set_header_names
 from faultlens.errors import ConfigurationError
 from faultlens.integrations._http import (
     BoundarySettings,
     TrustedProxies,
+    accept_header_id,
     parse_forwarded_for,
     parse_ip,
     rejection_body,
@@ -216,3 +219,60 @@ def test_settings_reject_bad_options(options: dict[str, object]) -> None:
 def test_settings_level_by_name() -> None:
     """access_log_level accepts a level name."""
     assert BoundarySettings.create(access_log_level="debug").access_log_level == logging.DEBUG
+
+
+# --- incoming ids ---------------------------------------------------------------------
+
+_ID_BYTES = st.sampled_from(
+    [*b"0123456789abcdefABCDEFxyzXYZIiLlOoUu-._:/ \t\r\n\"'", 0, 0x7F, 0x80, 0xE9, 0xFF]
+)
+
+
+def _ids_of_length(n: int) -> st.SearchStrategy[bytes]:
+    return st.lists(_ID_BYTES, min_size=n, max_size=n).map(bytes)
+
+
+_ULID_TEXT = "0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyzILOUilou"
+_INCOMING_IDS = st.one_of(
+    st.binary(max_size=140),
+    st.sampled_from([1, 25, 26, 27, 31, 32, 33, 35, 36, 37, 128, 129]).flatmap(_ids_of_length),
+    st.uuids().map(lambda u: str(u).encode()),
+    st.uuids().map(lambda u: str(u).upper().encode()),
+    st.uuids().map(lambda u: u.hex.encode()),
+    st.tuples(
+        st.sampled_from("0123456789"), st.text(alphabet=_ULID_TEXT, min_size=25, max_size=25)
+    ).map(lambda parts: (parts[0] + parts[1]).encode()),
+)
+
+
+@given(_INCOMING_IDS)
+def test_accept_header_id_agrees_with_normalize_id(raw: bytes) -> None:
+    """The middleware's id check gives normalize_id's answer for any bytes."""
+    assert accept_header_id(raw, "test.invalid") == normalize_id(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"4BF92F3577B34DA6A3CE929D0E0E4736", "4bf92f3577b34da6a3ce929d0e0e4736"),
+        (b"123E4567-E89B-12D3-A456-426614174000", "123e4567e89b12d3a456426614174000"),
+        (b"01arz3ndektsv4rrffq69g5fav", "01ARZ3NDEKTSV4RRFFQ69G5FAV"),
+        (b"req-42.a:b_c", "req-42.a:b_c"),
+        (b"123e4567-e89b-12d3-a456-42661417400-", "123e4567-e89b-12d3-a456-42661417400-"),
+        (b"-leading-dash", None),
+        (b"", None),
+        (b"a" * 129, None),
+        (b"bad id", None),
+        (b"caf\xc3\xa9", None),
+    ],
+)
+def test_accept_header_id_forms(raw: bytes, expected: str | None) -> None:
+    """UUIDs and hex ids are normalised, ULIDs upper-cased, safe tokens kept, others refused."""
+    assert accept_header_id(raw, "test.invalid") == expected
+
+
+def test_accept_header_id_counts_what_it_refuses() -> None:
+    """A refused id is counted under the given counter; an accepted one is not."""
+    accept_header_id(b"fine-id", "test.invalid")
+    accept_header_id(b"not fine", "test.invalid")
+    assert counters.snapshot().get("test.invalid") == 1
