@@ -337,3 +337,196 @@ def test_bad_store_arguments_are_clear_errors(
     pytest.importorskip("redis", reason="the redis extra is not installed")
     with pytest.raises(ConfigurationError, match=message):
         RedisBreakerState(argument, **options)
+
+
+# -- async callers: the event loop never waits on Redis ---------------------------------------
+
+
+async def afailing() -> None:
+    """An async dependency call that fails."""
+    raise Boom("down")
+
+
+async def aok() -> str:
+    """An async dependency call that succeeds."""
+    return "ok"
+
+
+class Ticker:
+    """Another task of the event loop: counts how often the loop let it run."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self.task: Any = None
+
+    async def _run(self) -> None:
+        import asyncio
+
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(0)
+
+    def __enter__(self) -> Ticker:
+        import asyncio
+
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.task.cancel()
+
+
+@pytest.mark.redis
+def test_async_callers_sync_through_the_async_client(client: Any, prefix: str) -> None:
+    """Coroutine functions sync with redis.asyncio; the synchronous client is never used."""
+    import asyncio
+
+    store = RedisBreakerState(REDIS_URL, prefix=prefix, sync_interval=0)
+    breaker = CircuitBreaker("payments", state=store, failure_threshold=2, open_duration=30)
+    other = CircuitBreaker(
+        "payments", state=RedisBreakerState(client, prefix=prefix, sync_interval=0)
+    )
+
+    async def main() -> None:
+        assert await breaker.acall(aok) == "ok"
+        for _ in range(2):
+            with pytest.raises(Boom):
+                await breaker.acall(afailing)
+        with pytest.raises(CircuitOpenError):
+            await breaker.acall(aok)
+        assert len(store._loop_scripts) == 1  # one async client, for this loop
+        await store.aclose()
+
+    asyncio.run(main())
+    assert store._client.connection_pool._created_connections == 0
+    assert client.hget(f"{prefix}{{payments}}", "state") == b"open"
+    with pytest.raises(CircuitOpenError):  # another process's view: shared through Redis
+        other.call(lambda: "ok")
+
+
+@pytest.mark.redis
+def test_the_event_loop_runs_other_tasks_while_a_sync_is_in_flight(prefix: str) -> None:
+    """A call that syncs yields to the loop while Redis answers: another task keeps running.
+
+    A blocking sync would run the whole call without yielding (the ticker could not
+    tick between its start and its end); awaiting the reply must yield at least once,
+    because a StreamReader only receives data when the loop runs its selector.
+    """
+    import asyncio
+
+    store = RedisBreakerState(REDIS_URL, prefix=prefix, sync_interval=3600)
+    breaker = CircuitBreaker("payments", state=store)
+
+    async def main() -> tuple[int, int]:
+        with Ticker() as ticker:
+            await asyncio.sleep(0)  # the ticker is running
+            await breaker.acall(aok)  # the first call syncs: sync_due starts at 0
+            synced = ticker.ticks
+            before = ticker.ticks
+            await breaker.acall(aok)  # no sync due for an hour: decided locally
+            local = ticker.ticks - before
+        await store.aclose()
+        return synced, local
+
+    synced, local = asyncio.run(main())
+    assert synced >= 2  # once before the call, at least once during its round trip
+    assert local == 0  # a local decision never yields
+    assert breaker.metrics().shared is not None
+
+
+@pytest.mark.redis
+def test_an_async_caller_waiting_on_a_busy_redis_connection_does_not_block_the_loop(
+    client: Any, prefix: str
+) -> None:
+    """Redis slow to answer this store: the call waits, the loop and its other tasks do not.
+
+    The store's only connection is held by a real blocking command (BLPOP on a key of
+    this test: Redis parks that one client, nobody else waits).  The breaker's sync
+    queues for the connection; meanwhile this coroutine keeps running and sees the
+    call still pending.  Pushing to the key frees the connection and the call finishes.
+    """
+    import asyncio
+
+    import redis.asyncio
+
+    pool = redis.asyncio.BlockingConnectionPool.from_url(REDIS_URL, max_connections=1, timeout=30)
+    aclient = redis.asyncio.Redis(connection_pool=pool)
+    store = RedisBreakerState(client, prefix=prefix, async_client=aclient)
+    breaker = CircuitBreaker("payments", state=store)
+    gate = f"{prefix}gate"
+
+    async def main() -> tuple[int, bool, str]:
+        holder = asyncio.ensure_future(aclient.blpop([gate], timeout=30))
+        while not any(c.get("cmd") == "blpop" for c in client.client_list()):
+            await asyncio.sleep(0)  # until Redis has parked the holder
+        call = asyncio.ensure_future(breaker.acall(aok))
+        turns = 0
+        for _ in range(200):  # the loop keeps serving this task while the call waits
+            await asyncio.sleep(0)
+            turns += 1
+        pending = not call.done()
+        client.lpush(gate, "go")  # Redis answers the holder; the connection is free again
+        await holder
+        result = await call
+        await aclient.aclose()
+        return turns, pending, result
+
+    turns, pending, result = asyncio.run(main())
+    assert (turns, pending, result) == (200, True, "ok")
+    assert breaker.metrics().shared is not None  # the sync did happen, after the wait
+
+
+@pytest.mark.redis
+def test_a_store_with_only_a_sync_client_syncs_off_the_loop(client: Any, prefix: str) -> None:
+    """Given only a synchronous client, async callers run the sync in the loop's executor."""
+    import asyncio
+    import threading
+
+    store = RedisBreakerState(client, prefix=prefix, sync_interval=3600)
+    threads: list[str] = []
+    sync = store.sync
+
+    def record_thread(*args: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return sync(*args)
+
+    store.sync = record_thread  # type: ignore[method-assign]
+    breaker = CircuitBreaker("payments", state=store)
+
+    async def main() -> int:
+        with Ticker() as ticker:
+            await asyncio.sleep(0)
+            await breaker.acall(aok)
+            return ticker.ticks
+
+    assert asyncio.run(main()) >= 2
+    assert threads
+    assert threads[0] != threading.main_thread().name
+    assert breaker.metrics().shared is not None
+
+
+def test_async_callers_fail_open_when_redis_is_down(
+    clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unreachable Redis from async code: local decisions, one log line, counted failures."""
+    import asyncio
+
+    pytest.importorskip("redis", reason="the redis extra is not installed")
+    store = RedisBreakerState(
+        f"redis://127.0.0.1:{closed_port()}/0", prefix="x:", retry_interval=5, timeout=0.2
+    )
+    breaker = CircuitBreaker("payments", state=store, failure_threshold=3, open_duration=10)
+
+    async def main() -> None:
+        for _ in range(3):
+            with pytest.raises(Boom):
+                await breaker.acall(afailing)
+        with pytest.raises(CircuitOpenError):
+            await breaker.acall(aok)
+        await store.aclose()
+
+    asyncio.run(main())
+    assert breaker.metrics().store_available is False
+    assert counters.get("recovery.breaker_store_errors") == 1
+    err = capsys.readouterr().err
+    assert err.count("faultlens: Redis for circuit-breaker state") == 1

@@ -360,3 +360,33 @@ def test_clear_forgets_shared_state(clock: FakeClock) -> None:
     store.clear()
     b = CircuitBreaker("payments", state=store, failure_threshold=1)
     assert b.call(ok) == "ok"
+
+
+def test_async_callers_share_the_circuit_like_sync_ones(
+    store: BreakerStateStore, clock: FakeClock
+) -> None:
+    """Coroutine functions go through the same shared cycle: merge, reject, probe, close."""
+    import asyncio
+
+    a, b = pair(store, failure_threshold=3)
+
+    async def afailing() -> None:
+        raise Boom("down")
+
+    async def aok() -> str:
+        return "ok"
+
+    async def main() -> None:
+        assert await b.acall(aok) == "ok"
+        for _ in range(3):
+            with pytest.raises(Boom):
+                await a.acall(afailing)
+        with pytest.raises(CircuitOpenError):
+            await b.acall(aok)
+        clock.advance(10)
+        assert await b.acall(aok) == "ok"  # the probe: its slot and outcome go through the store
+        assert await a.acall(aok) == "ok"  # closed for every breaker
+
+    asyncio.run(main())
+    assert (a.state, b.state) == ("closed", "closed")
+    assert b.metrics().shared is not None

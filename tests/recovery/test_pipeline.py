@@ -256,3 +256,154 @@ def test_with_the_real_circuit_breaker() -> None:
     outcomes = [e.payload["outcome"] for e in events if e.payload["policy"] == "retry"]
     assert outcomes == ["retrying", "retrying", "retrying", "failed_after_retry"]
     assert events.of_kind("recovery")[-1].payload["reason"] == "not_retryable"
+
+
+class Script:
+    """A dependency following a script of outcomes: "ok", "fail" (ConnectionError) or "bad"."""
+
+    def __init__(self, clock: FakeClock, outcomes: list[str]) -> None:
+        self.clock = clock
+        self.outcomes = list(outcomes)
+
+    def __call__(self) -> str:
+        self.clock.advance(0.5)
+        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
+        if outcome == "fail":
+            raise ConnectionError("down")
+        if outcome == "cancel":
+            raise KeyboardInterrupt
+        return outcome
+
+
+SCRIPTS = [
+    ["ok", "ok"],
+    ["fail", "ok", "ok"],
+    ["fail", "fail", "fail", "ok", "ok", "ok"],
+    ["bad", "ok", "bad", "bad", "bad"],
+    ["fail", "fail", "ok", "fail", "fail", "fail", "fail", "ok", "ok"],
+]
+
+
+def run_script(
+    outcomes: list[str], *, fused: bool, is_async: bool
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...], list[str]]:
+    """Run five protected calls over ``outcomes``; return events, breaker metrics and results."""
+    from faultlens.recovery import CircuitBreaker
+
+    with FakeClock() as clock, capture_events("recovery") as events:
+        breaker = CircuitBreaker(
+            f"script-{is_async}",
+            failure_threshold=3,
+            open_duration=1.0,
+            failure_result=lambda result: result == "bad",
+        )
+        policy = retry(attempts=2, wait_initial=0.25, jitter=None, name="dep")
+        dependency = Script(clock, outcomes)
+        results: list[str] = []
+        if is_async:
+
+            async def call() -> str:
+                return dependency()
+
+            protected: Callable[[], Any] = (
+                pipeline(policy, breaker)(call)
+                if fused
+                else policy(breaker(call))  # nested: the reference behaviour
+            )
+        else:
+            protected = (
+                pipeline(policy, breaker)(dependency) if fused else policy(breaker(dependency))
+            )
+        for _ in range(5):
+            try:
+                value = asyncio.run(protected()) if is_async else protected()
+                results.append(str(value))
+            except Exception as exc:
+                results.append(type(exc).__name__)
+            clock.advance(0.6)
+        metrics = breaker.metrics()
+    seen = [
+        (e.name, e.timestamp, *(e.payload[k] for k in sorted(e.payload) if k != "name"))
+        for e in events
+    ]
+    summary = (
+        metrics.state,
+        metrics.successes,
+        metrics.failures,
+        metrics.rejected,
+        metrics.times_opened,
+        metrics.consecutive_failures,
+    )
+    return seen, summary, results
+
+
+@pytest.mark.parametrize("outcomes", SCRIPTS)
+@pytest.mark.parametrize("is_async", [False, True])
+def test_fused_retry_and_breaker_behave_like_the_nested_ones(
+    outcomes: list[str], is_async: bool
+) -> None:
+    """pipeline(retry, breaker) composes into one function that behaves as retry(breaker(fn))."""
+    fused = run_script(outcomes, fused=True, is_async=is_async)
+    nested = run_script(outcomes, fused=False, is_async=is_async)
+    # Same events (with their durations and timestamps), counts and answers.
+    assert fused == nested
+
+
+def test_fused_pipeline_is_one_function_and_falls_back_to_nesting() -> None:
+    """retry ▸ untimed breaker is one wrapper; a timed breaker or attempt_timeout nest."""
+    from faultlens.recovery import CircuitBreaker, _fused
+
+    assert _fused.can_fuse(retry(), CircuitBreaker("a"))
+    assert not _fused.can_fuse(retry(attempt_timeout=1), CircuitBreaker("a"))
+    assert not _fused.can_fuse(
+        retry(), CircuitBreaker("a", slow_call_duration=1, slow_call_rate_threshold=0.5)
+    )
+    assert not _fused.can_fuse(CircuitBreaker("a"), retry())
+
+    def work() -> int:
+        return 1
+
+    protected = pipeline(retry(), CircuitBreaker("b"))(work)
+    assert (
+        protected.__code__
+        is _fused.retry_over_breaker(retry(), CircuitBreaker("c"), work, work).__code__
+    )
+    assert protected() == 1
+    assert protected.__wrapped__ is work  # type: ignore[attr-defined]
+
+
+def test_fused_pipeline_lets_cancellation_through_uncounted() -> None:
+    """A KeyboardInterrupt in the first attempt is neither retried nor counted as a failure."""
+    from faultlens.recovery import CircuitBreaker
+
+    breaker = CircuitBreaker("fused-cancel", failure_threshold=1)
+    with FakeClock() as clock:
+        protected = pipeline(retry(), breaker)(Script(clock, ["cancel", "ok"]))
+        with pytest.raises(KeyboardInterrupt):
+            protected()
+        assert protected() == "ok"
+    metrics = breaker.metrics()
+    assert (metrics.state, metrics.failures, metrics.ignored, metrics.successes) == (
+        "closed",
+        0,
+        1,
+        1,
+    )
+
+
+def test_fused_pipeline_with_deadline_and_budget() -> None:
+    """retry(deadline=..., budget=True) ▸ breaker keeps its deadline and deposits in its budget."""
+    from faultlens.recovery import CircuitBreaker, deadline
+
+    seen: list[float | None] = []
+
+    def work() -> int:
+        seen.append(deadline())
+        return 1
+
+    policy = retry(deadline=5, budget=True)
+    with FakeClock() as clock:
+        assert pipeline(policy, CircuitBreaker("fused-deadline"))(work)() == 1
+        assert seen == [clock.monotonic() + 5]
+    assert policy.budget is not None
+    assert policy.budget._calls == 1

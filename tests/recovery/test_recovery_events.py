@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 import threading
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 
 from faultlens import correlate, events
+from faultlens._metrics import counters
 from faultlens.events import Event
-from faultlens.recovery import _record, _retry, fallback, retry
+from faultlens.recovery import CircuitBreaker, _record, _retry, fallback, pipeline, retry
 from faultlens.testing import FakeClock, capture_events
 
 KEYS = {"policy", "name", "attempt", "outcome", "delay_s", "duration_ms", "error_type"}
@@ -122,7 +124,7 @@ def test_nothing_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError("record() called with nobody listening")
 
     monkeypatch.setattr(_retry, "record", fail)
-    monkeypatch.setattr(_retry, "allocate", fail)
+    monkeypatch.setattr(_retry, "RecoveryEvent", fail)
     with FakeClock() as clock:
         retry(wait_initial=0, wait_max=0)(Flaky(clock, 2))()
         retry()(Flaky(clock, 0))()
@@ -146,6 +148,20 @@ def test_a_failing_subscriber_does_not_break_the_call() -> None:
         assert retry()(Flaky(clock, 1))() == "ok"
 
 
+def test_a_failing_subscriber_is_isolated_like_on_the_bus() -> None:
+    """The inline delivery of the success path counts a failure and still reaches the others."""
+    seen: list[Event] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("subscriber bug")
+
+    with events.subscribe(broken), events.subscribe(seen.append), FakeClock() as clock:
+        assert retry()(Flaky(clock, 0))() == "ok"
+        assert pipeline(retry(), CircuitBreaker("events-isolation"))(Flaky(clock, 0))() == "ok"
+    assert [e.payload["outcome"] for e in seen] == ["succeeded_first_time"] * 2
+    assert counters.snapshot()["events.subscriber_errors"] == 2
+
+
 def test_recovery_event_behaves_like_an_event() -> None:
     """The lazily built event compares, copies, pickles and serialises as a plain Event."""
     with FakeClock() as clock, capture_events("recovery") as captured, correlate():
@@ -160,6 +176,13 @@ def test_recovery_event_behaves_like_an_event() -> None:
     assert event.to_dict() == plain.to_dict()
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.name = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del event.payload  # type: ignore[misc]
+    assert copy.copy(event) == event
+    assert type(copy.copy(event)) is Event
+    assert type(dataclasses.replace(event)) is Event
+    assert dataclasses.asdict(event) == dataclasses.asdict(plain)
+    assert repr(event) == repr(plain)
 
 
 def test_event_id_is_stable_across_threads() -> None:

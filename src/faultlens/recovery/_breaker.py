@@ -33,6 +33,7 @@ Cost and concurrency (the argument the code relies on; see docs/circuit-breaker.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import threading
@@ -391,6 +392,59 @@ def _settings(
     )
 
 
+_Trip = tuple["StateChange | None", bool, int, "str | None", float, "BaseException | None"]
+"""What a counted outcome leaves to do outside the lock: see CircuitBreaker._after_trip."""
+
+_SyncBegun = tuple[
+    BreakerStateStore,
+    SyncRequest,
+    "tuple[CircuitState, bool] | None",
+    "CircuitState | None",
+    bool,
+    int,
+    float,
+]
+
+
+def _trip(  # noqa: PLR0917
+    change: StateChange | None,
+    sync: bool,
+    gen: int,
+    reason: str | None,
+    now: float,
+    exc: BaseException | None,
+) -> _Trip | None:
+    if change is None and not sync:
+        return None
+    return change, sync, gen, reason, now, exc
+
+
+def _store_raised(store: BreakerStateStore, exc: Exception) -> None:
+    counters.incr("recovery.breaker_store_errors")
+    report_once(
+        f"breaker-store-raised:{id(store)}",
+        f"circuit breaker state store {store!r} raised {type(exc).__name__}; "
+        "breakers keep working on local state",
+    )
+
+
+async def _store_async_sync(
+    store: BreakerStateStore, name: str, settings: BreakerSettings, request: SyncRequest
+) -> SharedState | None:
+    """One sync from async code, without blocking the event loop.
+
+    A store with an ``async_sync`` coroutine method (``RedisBreakerState``: the
+    redis.asyncio client; ``InMemoryBreakerState``: a few locked instructions) is
+    awaited; any other store's ``sync`` runs in the loop's default executor.
+    """
+    async_sync = getattr(store, "async_sync", None)
+    if async_sync is not None:
+        shared: SharedState | None = await async_sync(name, settings, request)
+        return shared
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, store.sync, name, settings, request)
+
+
 class CircuitBreaker(Policy):
     """A circuit breaker policy: decorator, ``.call`` / ``.acall``, usable in ``pipeline()``.
 
@@ -697,29 +751,36 @@ class CircuitBreaker(Policy):
 
             return run
 
+        # With a store, everything that talks to it is awaited here (see _store_async_sync):
+        # an event loop never waits on the store's I/O.
         async def run_timed(*args: P.args, **kwargs: P.kwargs) -> R:
             gen = breaker._closed_gen
             clock = _clock._clock
             start = clock.monotonic()
             if gen is None or start >= breaker._sync_due:
-                permit = breaker._admit(start)
+                permit = await breaker._aadmit(start)
                 if isinstance(permit, _Probe):
                     return await breaker._arun_probe(permit, fn, args, kwargs)
                 gen = permit
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                breaker._closed_error(gen, exc, start, clock.monotonic())
+                trip = breaker._error_trip(gen, exc, start, clock.monotonic())
+                if trip is not None:
+                    await breaker._aafter_trip(*trip)
                 raise
             end = clock.monotonic()
             if bad is not None and breaker._is_bad(bad, result):
-                breaker._closed_failure(gen, None, start, end)
+                trip = breaker._failure_trip(gen, None, start, end)
             elif end - start > slow_s or end >= breaker._bucket_end:
-                breaker._closed_success_timed(gen, start, end)
+                trip = breaker._timed_success_trip(gen, start, end)
             else:
                 add()
-                if breaker._dirty:
-                    breaker._closed_success_slow(gen, end)
+                if not breaker._dirty:
+                    return result
+                trip = breaker._success_trip(gen, end)
+            if trip is not None:
+                await breaker._aafter_trip(*trip)
             return result
 
         return run_timed
@@ -745,9 +806,9 @@ class CircuitBreaker(Policy):
         try:
             result = await fn(*args, **kwargs)
         except BaseException as exc:
-            self._probe_done(probe, exc, None)
+            await self._aprobe_done(probe, exc, None)
             raise
-        self._probe_done(probe, None, result)
+        await self._aprobe_done(probe, None, result)
         return result
 
     # -- deciding -----------------------------------------------------------------------
@@ -785,6 +846,26 @@ class CircuitBreaker(Policy):
         store = self._store
         if store is not None and now >= self._sync_due:
             self._routine_sync(now)
+        state = self._reject_open(now)
+        if store is not None and self._store_up and (state is _OPEN or state is _HALF_OPEN):
+            shared = self._admit_shared(now)
+            if shared is not None:
+                return shared
+        return self._admit_local(now)
+
+    async def _aadmit(self, now: float) -> int | _Probe:
+        """:meth:`_admit` for async callers: the store is awaited, never waited on."""
+        store = self._store
+        if store is not None and now >= self._sync_due:
+            await self._aroutine_sync(now)
+        state = self._reject_open(now)
+        if store is not None and self._store_up and (state is _OPEN or state is _HALF_OPEN):
+            shared = await self._aadmit_shared(now)
+            if shared is not None:
+                return shared
+        return self._admit_local(now)
+
+    def _reject_open(self, now: float) -> CircuitState:
         state = self._state
         if state is _OPEN:  # the common rejection: no lock
             remaining = self._open_until - now
@@ -792,10 +873,9 @@ class CircuitBreaker(Policy):
                 raise self._rejection(state, remaining)
         elif state is _FORCED_OPEN:
             raise self._rejection(state, None)
-        if store is not None and self._store_up and (state is _OPEN or state is _HALF_OPEN):
-            shared = self._admit_shared(now)
-            if shared is not None:
-                return shared
+        return state
+
+    def _admit_local(self, now: float) -> int | _Probe:
         changes: list[StateChange | None] = []
         with self._lock:
             decision = self._admit_local_locked(now, changes)
@@ -834,6 +914,36 @@ class CircuitBreaker(Policy):
 
     def _admit_shared(self, now: float) -> int | _Probe | None:
         """Ask the store for a probe slot; ``None``: the store is unreachable."""
+        asked = self._probe_ask(now)
+        if not isinstance(asked, str):
+            return asked
+        shared = self._sync(now, probe="acquire", probe_id=asked)
+        if shared is None:
+            return None
+        permit, stale_grant = self._probe_answer(now, shared, asked)
+        if stale_grant:  # granted for a period this breaker already left: give it back
+            self._sync(now, probe="ignore", probe_id=asked)
+        if isinstance(permit, _Reject):
+            raise self._rejection(permit.state, permit.retry_after)
+        return permit
+
+    async def _aadmit_shared(self, now: float) -> int | _Probe | None:
+        """:meth:`_admit_shared`, awaiting the store."""
+        asked = self._probe_ask(now)
+        if not isinstance(asked, str):
+            return asked
+        shared = await self._async_sync(now, probe="acquire", probe_id=asked)
+        if shared is None:
+            return None
+        permit, stale_grant = self._probe_answer(now, shared, asked)
+        if stale_grant:
+            await self._async_sync(now, probe="ignore", probe_id=asked)
+        if isinstance(permit, _Reject):
+            raise self._rejection(permit.state, permit.retry_after)
+        return permit
+
+    def _probe_ask(self, now: float) -> int | str:
+        """The generation if closed meanwhile, else a new probe id to ask the store with."""
         store = self._store
         assert store is not None
         with self._lock:
@@ -846,11 +956,12 @@ class CircuitBreaker(Policy):
             retry_after = self._probe_ask_at - now
         if asked:
             raise self._rejection(state, retry_after)
-        probe_id = new_id()
-        shared = self._sync(now, probe="acquire", probe_id=probe_id)
-        if shared is None:
-            return None
-        stale_grant = False
+        return new_id()
+
+    def _probe_answer(
+        self, now: float, shared: SharedState, probe_id: str
+    ) -> tuple[int | _Probe | _Reject, bool]:
+        """The store answered a probe request: (permit, whether to give the slot back)."""
         permit: int | _Probe | _Reject
         with self._lock:
             state = self._state
@@ -859,19 +970,14 @@ class CircuitBreaker(Policy):
             elif shared.probe_granted and (
                 self._shared_gen == shared.generation and state is _HALF_OPEN
             ):
-                return _Probe(self._gen, now, probe_id)
+                return _Probe(self._gen, now, probe_id), False
             elif state is _FORCED_OPEN:
                 permit = _Reject(state, None)
             elif state is _OPEN and self._open_until > now:
                 permit = _Reject(state, self._open_until - now)
             else:
                 permit = _Reject(state, max(self._probe_ask_at - now, 0.0))
-            stale_grant = shared.probe_granted
-        if stale_grant:  # granted for a period this breaker already left: give it back
-            self._sync(now, probe="ignore", probe_id=probe_id)
-        if isinstance(permit, _Reject):
-            raise self._rejection(permit.state, permit.retry_after)
-        return permit
+            return permit, shared.probe_granted
 
     def _rejection(self, state: CircuitState, retry_after: float | None) -> CircuitOpenError:
         self._rejected.add()
@@ -897,17 +1003,46 @@ class CircuitBreaker(Policy):
 
     # -- closed-state outcomes ----------------------------------------------------------
 
+    # Each outcome is counted under the lock and returns what is left to do outside
+    # it (a _Trip: notify listeners, sync with the store), or None; the sync wrappers
+    # do it at once, the async ones await it (_aafter_trip).
     def _closed_error(
         self, gen: int, exc: BaseException, start: float | None, end: float | None
     ) -> None:
-        if self._is_counted(exc):
-            self._closed_failure(gen, exc, start, end)
-        else:
-            self._ignored.add()
+        trip = self._error_trip(gen, exc, start, end)
+        if trip is not None:
+            self._after_trip(*trip)
 
     def _closed_failure(
         self, gen: int, exc: BaseException | None, start: float | None, end: float | None
     ) -> None:
+        trip = self._failure_trip(gen, exc, start, end)
+        if trip is not None:
+            self._after_trip(*trip)
+
+    def _closed_success_slow(self, gen: int, end: float | None) -> None:
+        """A success that found work to do: reset the consecutive count, evaluate."""
+        trip = self._success_trip(gen, end)
+        if trip is not None:
+            self._after_trip(*trip)
+
+    def _closed_success_timed(self, gen: int, start: float, end: float) -> None:
+        """A success that was slow or opened a new time bucket."""
+        trip = self._timed_success_trip(gen, start, end)
+        if trip is not None:
+            self._after_trip(*trip)
+
+    def _error_trip(
+        self, gen: int, exc: BaseException, start: float | None, end: float | None
+    ) -> _Trip | None:
+        if self._is_counted(exc):
+            return self._failure_trip(gen, exc, start, end)
+        self._ignored.add()
+        return None
+
+    def _failure_trip(
+        self, gen: int, exc: BaseException | None, start: float | None, end: float | None
+    ) -> _Trip | None:
         now = get_clock().monotonic() if end is None else end
         slow = start is not None and now - start > self._slow_s
         with self._lock:
@@ -919,7 +1054,7 @@ class CircuitBreaker(Policy):
             if slow:
                 self._slow_total += 1
             if gen != self._closed_gen:
-                return  # admitted before a transition: counted, but not in this period
+                return None  # admitted before a transition: counted, but not in this period
             self._unsynced_failures += 1
             self._consecutive += 1
             self._dirty = True
@@ -939,13 +1074,12 @@ class CircuitBreaker(Policy):
                         self._win_slow += 1
             reason = self._trip_reason_locked(pos + 1, now)
             change, sync = self._trip_locked(reason, now, exc)
-        self._after_trip(change, sync, gen, reason, now, exc)
+        return _trip(change, sync, gen, reason, now, exc)
 
-    def _closed_success_slow(self, gen: int, end: float | None) -> None:
-        """A success that found work to do: reset the consecutive count, evaluate."""
+    def _success_trip(self, gen: int, end: float | None) -> _Trip | None:
         with self._lock:
             if gen != self._closed_gen:
-                return
+                return None
             self._consecutive = 0
             reason = None
             now = 0.0
@@ -954,10 +1088,9 @@ class CircuitBreaker(Policy):
                 reason = self._trip_reason_locked(self._seq.value(), now)
             self._dirty = self._pending_eval
             change, sync = self._trip_locked(reason, now, None)
-        self._after_trip(change, sync, gen, reason, now, None)
+        return _trip(change, sync, gen, reason, now, None)
 
-    def _closed_success_timed(self, gen: int, start: float, end: float) -> None:
-        """A success that was slow or opened a new time bucket."""
+    def _timed_success_trip(self, gen: int, start: float, end: float) -> _Trip | None:
         slow = end - start > self._slow_s
         with self._lock:
             rotated = end >= self._bucket_end
@@ -967,7 +1100,7 @@ class CircuitBreaker(Policy):
             if slow:
                 self._slow_total += 1
             if gen != self._closed_gen:
-                return
+                return None
             if slow:
                 self._unsynced_slow += 1
                 if self._windowed:
@@ -982,7 +1115,7 @@ class CircuitBreaker(Policy):
                 reason = self._trip_reason_locked(pos + 1, end)
             self._dirty = self._pending_eval
             change, sync = self._trip_locked(reason, end, None)
-        self._after_trip(change, sync, gen, reason, end, None)
+        return _trip(change, sync, gen, reason, end, None)
 
     def _rotate_locked(self, now: float) -> None:
         """Start the time bucket ``now`` falls in (the first call in it gets here)."""
@@ -1068,12 +1201,37 @@ class CircuitBreaker(Policy):
         exc: BaseException | None,
     ) -> None:
         if sync and self._sync(now) is None:
-            # The store is unreachable: the breaker decides alone.
-            with self._lock:
-                if gen == self._closed_gen and self._state is _CLOSED and reason is not None:
-                    change = self._open_locked(now, False, reason, exc)
+            change = self._open_alone(change, gen, reason, now, exc)
         if change is not None:
             self._notify(change)
+
+    async def _aafter_trip(  # noqa: PLR0917
+        self,
+        change: StateChange | None,
+        sync: bool,
+        gen: int,
+        reason: str | None,
+        now: float,
+        exc: BaseException | None,
+    ) -> None:
+        if sync and await self._async_sync(now) is None:
+            change = self._open_alone(change, gen, reason, now, exc)
+        if change is not None:
+            self._notify(change)
+
+    def _open_alone(
+        self,
+        change: StateChange | None,
+        gen: int,
+        reason: str | None,
+        now: float,
+        exc: BaseException | None,
+    ) -> StateChange | None:
+        # The store is unreachable: the breaker decides alone.
+        with self._lock:
+            if gen == self._closed_gen and self._state is _CLOSED and reason is not None:
+                return self._open_locked(now, False, reason, exc)
+        return change
 
     # -- transitions --------------------------------------------------------------------
 
@@ -1141,6 +1299,32 @@ class CircuitBreaker(Policy):
         return self._set_state_locked(_OPEN, reason, now, exc)
 
     def _probe_done(self, probe: _Probe, exc: BaseException | None, result: object) -> None:
+        settled = self._probe_settle(probe, exc, result)
+        if settled is None:
+            return
+        outcome, timed_out, now, changes = settled
+        if probe.probe_id and self._sync(now, probe=outcome, probe_id=probe.probe_id) is None:
+            with self._lock:  # the store is unreachable: decide alone
+                self._apply_probe_locked(probe, outcome, timed_out, now, exc, changes)
+        self._notify_all(changes)
+
+    async def _aprobe_done(self, probe: _Probe, exc: BaseException | None, result: object) -> None:
+        settled = self._probe_settle(probe, exc, result)
+        if settled is None:
+            return
+        outcome, timed_out, now, changes = settled
+        if (
+            probe.probe_id
+            and await self._async_sync(now, probe=outcome, probe_id=probe.probe_id) is None
+        ):
+            with self._lock:
+                self._apply_probe_locked(probe, outcome, timed_out, now, exc, changes)
+        self._notify_all(changes)
+
+    def _probe_settle(
+        self, probe: _Probe, exc: BaseException | None, result: object
+    ) -> tuple[ProbeOp, bool, float, list[StateChange | None]] | None:
+        """Count a probe's outcome (and apply it, unshared); None if already counted."""
         now = get_clock().monotonic()
         outcome: ProbeOp
         if exc is not None:
@@ -1155,7 +1339,7 @@ class CircuitBreaker(Policy):
         changes: list[StateChange | None] = []
         with self._lock:
             if probe.done:
-                return  # the probe timeout already counted it as failed
+                return None  # the probe timeout already counted it as failed
             probe.done = True
             if outcome == "success":
                 self._other_successes += 1
@@ -1165,10 +1349,7 @@ class CircuitBreaker(Policy):
                 self._ignored.add()
             if not probe.probe_id:
                 self._apply_probe_locked(probe, outcome, timed_out, now, exc, changes)
-        if probe.probe_id and self._sync(now, probe=outcome, probe_id=probe.probe_id) is None:
-            with self._lock:  # the store is unreachable: decide alone
-                self._apply_probe_locked(probe, outcome, timed_out, now, exc, changes)
-        self._notify_all(changes)
+        return outcome, timed_out, now, changes
 
     def _apply_probe_locked(  # noqa: PLR0917 (private, the state of one probe)
         self,
@@ -1196,13 +1377,21 @@ class CircuitBreaker(Policy):
 
     def _routine_sync(self, now: float) -> None:
         """Refresh from the store if no other call is already doing it."""
+        if self._claim_routine_sync(now):
+            self._sync(now)
+
+    async def _aroutine_sync(self, now: float) -> None:
+        if self._claim_routine_sync(now):
+            await self._async_sync(now)
+
+    def _claim_routine_sync(self, now: float) -> bool:
         store = self._store
         assert store is not None
         with self._lock:
             if now < self._sync_due:
-                return
+                return False
             self._sync_due = now + store.sync_interval
-        self._sync(now)
+        return True
 
     def _sync(
         self,
@@ -1214,6 +1403,43 @@ class CircuitBreaker(Policy):
         probe_id: str = "",
     ) -> SharedState | None:
         """Exchange with the store: report counts, propose, probe; adopt its answer."""
+        begun = self._sync_begin(now, propose, force, probe, probe_id)
+        store, request = begun[0], begun[1]
+        try:
+            shared = store.sync(self.name, self._settings, request)
+        except Exception as exc:  # a store must not raise; if one does, run on local state
+            _store_raised(store, exc)
+            shared = None
+        return self._sync_end(now, shared, begun)
+
+    async def _async_sync(
+        self,
+        now: float,
+        *,
+        propose: CircuitState | None = None,
+        force: bool = False,
+        probe: ProbeOp = "",
+        probe_id: str = "",
+    ) -> SharedState | None:
+        """:meth:`_sync` for async callers: the store's I/O is awaited (see _store_async_sync)."""
+        begun = self._sync_begin(now, propose, force, probe, probe_id)
+        store, request = begun[0], begun[1]
+        try:
+            shared = await _store_async_sync(store, self.name, self._settings, request)
+        except Exception as exc:
+            _store_raised(store, exc)
+            shared = None
+        return self._sync_end(now, shared, begun)
+
+    def _sync_begin(
+        self,
+        now: float,
+        propose: CircuitState | None,
+        force: bool,
+        probe: ProbeOp,
+        probe_id: str,
+    ) -> _SyncBegun:
+        """Take the counts to report (under the lock) and build the request."""
         store = self._store
         assert store is not None
         wall = get_clock().time()
@@ -1241,16 +1467,13 @@ class CircuitBreaker(Policy):
                 probe=probe,
                 probe_id=probe_id,
             )
-        try:
-            shared = store.sync(self.name, self._settings, request)
-        except Exception as exc:  # a store must not raise; if one does, run on local state
-            counters.incr("recovery.breaker_store_errors")
-            report_once(
-                f"breaker-store-raised:{id(store)}",
-                f"circuit breaker state store {store!r} raised {type(exc).__name__}; "
-                "breakers keep working on local state",
-            )
-            shared = None
+        return store, request, pending, propose, force, seq, wall
+
+    def _sync_end(
+        self, now: float, shared: SharedState | None, begun: _SyncBegun
+    ) -> SharedState | None:
+        """Adopt the store's answer (``None``: unreachable, keep the proposal pending)."""
+        _, _, pending, propose, force, seq, wall = begun
         change = None
         with self._lock:
             if shared is None:

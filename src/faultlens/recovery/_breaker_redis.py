@@ -14,11 +14,20 @@ the semantics are those of :class:`InMemoryBreakerState`.  When Redis cannot be
 reached the store answers ``None`` for ``retry_interval`` seconds without trying
 (the breakers run on their local state), reports the outage once on stderr and
 counts every failure (``recovery.breaker_store_errors``).
+
+Breakers protecting coroutine functions call :meth:`RedisBreakerState.async_sync`:
+the same script through a ``redis.asyncio`` client, so the event loop runs other
+tasks while Redis answers.  A ``redis.asyncio`` client's connections belong to
+one event loop; a store built from a URL therefore keeps one async client per
+running loop (dropped with the loop).  A store given only a synchronous client
+runs its syncs in the loop's default executor instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from typing import Any, Final
 
 from faultlens._clock import get_clock
@@ -225,9 +234,13 @@ class RedisBreakerState:
     ``ttl`` seconds after the last sync.  ``sync_interval`` is how stale a
     breaker's cached view may get while nothing happens.
 
-    Syncs are blocking calls on the calling thread (also from async code): one
-    round trip every ``sync_interval`` per breaker, plus one per transition and
-    per half-open probe.
+    Syncs from sync code are blocking calls on the calling thread: one round
+    trip every ``sync_interval`` per breaker, plus one per transition and per
+    half-open probe.  From coroutine functions they go through
+    :meth:`async_sync` and never block the event loop: with a
+    ``redis.asyncio`` client (built per loop from the URL, or the
+    ``async_client`` you pass), or, given only a synchronous client, in the
+    loop's default executor.
     """
 
     def __init__(
@@ -239,6 +252,7 @@ class RedisBreakerState:
         retry_interval: float = 2.0,
         timeout: float = 0.1,
         ttl: float = 86_400.0,
+        async_client: Any = None,
     ) -> None:
         try:
             import redis
@@ -251,7 +265,10 @@ class RedisBreakerState:
         self._ttl_ms = int(_number(ttl, "ttl", 1.0, 365 * 86_400.0) * 1000)
         timeout = _number(timeout, "timeout", 0.001, 60.0)
         self.prefix = prefix
+        self._url: str | None = None
+        self._timeout = timeout
         if isinstance(url_or_client, str):
+            self._url = url_or_client
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
@@ -272,6 +289,17 @@ class RedisBreakerState:
             )
         self._client = client
         self._script = client.register_script(_SYNC)
+        if async_client is not None and not hasattr(async_client, "register_script"):
+            raise ConfigurationError(
+                f"async_client must be a redis.asyncio.Redis client, not {async_client!r}"
+            )
+        self._async_script: Any = (
+            None if async_client is None else async_client.register_script(_SYNC)
+        )
+        # Built from a URL: one redis.asyncio client (and script) per event loop.
+        self._loop_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
         self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
         self._where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
@@ -294,15 +322,57 @@ class RedisBreakerState:
         now = get_clock().monotonic()
         if now < self._down_until:
             return None
-        base = f"{self.prefix}{{{name}}}"
         try:
-            reply = self._script(
-                keys=(base, f"{base}:window", f"{base}:probes"),
-                args=self._arguments(settings, request),
-            )
+            reply = self._script(keys=self._keys(name), args=self._arguments(settings, request))
         except self._errors as exc:
             self._failed(now, exc)
             return None
+        return self._answer(now, reply)
+
+    async def async_sync(
+        self, name: str, settings: BreakerSettings, request: SyncRequest
+    ) -> SharedState | None:
+        """:meth:`sync` without blocking the running event loop (the breaker awaits it)."""
+        now = get_clock().monotonic()
+        if now < self._down_until:
+            return None
+        script = self._async_script_for_loop()
+        if script is None:  # only a synchronous client: off the loop, in its executor
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self.sync, name, settings, request)
+        try:
+            reply = await script(keys=self._keys(name), args=self._arguments(settings, request))
+        except self._errors as exc:
+            self._failed(now, exc)
+            return None
+        return self._answer(now, reply)
+
+    def _async_script_for_loop(self) -> Any:
+        if self._async_script is not None:
+            return self._async_script
+        if self._url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        script = self._loop_scripts.get(loop)
+        if script is None:
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            client = redis.asyncio.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            script = self._loop_scripts[loop] = client.register_script(_SYNC)
+        return script
+
+    def _keys(self, name: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}{{{name}}}"
+        return base, f"{base}:window", f"{base}:probes"
+
+    def _answer(self, now: float, reply: Any) -> SharedState | None:
         if self._down:
             with self._lock:
                 self._down = False
@@ -367,3 +437,14 @@ class RedisBreakerState:
         """Close the connections of a client this store built from a URL."""
         if self._owns_client:
             self._client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this store built for the running event loop (and :meth:`close`).
+
+        Call it before the loop ends (e.g. at the end of the ``asyncio.run`` main);
+        a passed ``async_client`` is yours to close.
+        """
+        script = self._loop_scripts.pop(asyncio.get_running_loop(), None)
+        if script is not None:
+            await script.registered_client.aclose()
+        self.close()

@@ -147,6 +147,11 @@ class BreakerStateStore(Protocol):
 
         Returns ``None`` (never raises) when the store cannot be reached: the
         breaker then keeps working on its local state.
+
+        A store may also define ``async def async_sync(name, settings, request)``
+        with the same contract: breakers protecting coroutine functions await it.
+        Without it, they run ``sync`` in the event loop's default executor, so a
+        store's I/O never blocks an event loop.
         """
         ...
 
@@ -246,6 +251,12 @@ class InMemoryBreakerState:
                 record.window_failures,
                 record.window_slow,
             )
+
+    async def async_sync(
+        self, name: str, settings: BreakerSettings, request: SyncRequest
+    ) -> SharedState:
+        """:meth:`sync` for async callers: a few instructions under a lock, nothing to await."""
+        return self.sync(name, settings, request)
 
     def clear(self) -> None:
         """Forget every breaker's shared state."""

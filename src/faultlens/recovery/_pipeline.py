@@ -22,7 +22,8 @@ A total deadline for the whole thing goes outermost: ``pipeline(timeout(10),
 ...)``, or ``retry(deadline=10)``.
 
 The composition happens once, at decoration: the pipeline adds no layer of its own
-to a call.
+to a call, and a retry directly around an (untimed) circuit breaker is composed
+into one function rather than two nested wrappers (see ``_fused``).
 """
 
 from __future__ import annotations
@@ -71,9 +72,20 @@ class Pipeline(Policy):
 
     def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Return ``fn`` wrapped by every policy, the first one outermost."""
+        from faultlens.recovery._fused import can_fuse, retry_over_breaker
+
+        policies = self.policies
         wrapped: Callable[P, R] = fn
-        for policy in reversed(self.policies):
-            inner = policy.wrap(wrapped)
+        i = len(policies) - 1
+        while i >= 0:
+            policy = policies[i]
+            if i > 0 and can_fuse(policies[i - 1], policy):
+                # retry ▸ breaker: one function (see _fused); the retry is consumed too.
+                inner = retry_over_breaker(policies[i - 1], policy, wrapped, fn)  # type: ignore[arg-type]
+                i -= 2
+            else:
+                inner = policy.wrap(wrapped)
+                i -= 1
             if inner is not wrapped:
                 # Each layer looks like the function: inner policies name their
                 # events after it, not after the wrapper below them.
@@ -83,9 +95,19 @@ class Pipeline(Policy):
 
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
         """Return coroutine function ``fn`` wrapped by every policy, the first one outermost."""
+        from faultlens.recovery._fused import can_fuse, retry_over_breaker_async
+
+        policies = self.policies
         wrapped: Callable[P, Awaitable[R]] = as_coroutine_function(fn)
-        for policy in reversed(self.policies):
-            inner = policy.wrap_async(wrapped)
+        i = len(policies) - 1
+        while i >= 0:
+            policy = policies[i]
+            if i > 0 and can_fuse(policies[i - 1], policy):
+                inner = retry_over_breaker_async(policies[i - 1], policy, wrapped, fn)  # type: ignore[arg-type]
+                i -= 2
+            else:
+                inner = policy.wrap_async(wrapped)
+                i -= 1
             if inner is not wrapped:
                 functools.update_wrapper(inner, fn)
             wrapped = inner

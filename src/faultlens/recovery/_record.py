@@ -34,12 +34,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from dataclasses import FrozenInstanceError
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from faultlens import _clock
 from faultlens import events as _events
 from faultlens._ids import new_id
+from faultlens._metrics import counters, report_once
 from faultlens.context import _current
+
+if TYPE_CHECKING:
+    from faultlens._clock import Clock
+    from faultlens.context import RequestContext
 
 __all__ = [
     "OUTCOMES",
@@ -47,14 +54,14 @@ __all__ = [
     "Outcome",
     "PolicyKind",
     "RecoveryEvent",
-    "allocate",
     "bus",
     "current_context",
     "error_type",
-    "fill",
     "has_subscribers",
     "publish",
     "record",
+    "subscriber_failed",
+    "success_template",
 ]
 
 PolicyKind = Literal["retry", "circuit_breaker", "timeout", "fallback", "bulkhead", "strategy"]
@@ -107,117 +114,128 @@ _EVENT_FIELDS = (
 )
 _id_lock = threading.Lock()
 
-# What a RecoveryEvent stores, in one tuple (one slot write on the hot path).
-(
-    _NAME,
-    _POLICY,
-    _ATTEMPT,
-    _OUTCOME,
-    _DELAY,
-    _DURATION,
-    _ERROR,
-    _EXTRA,
-    _CTX,
-    _TIME,
-    _MONO,
-    _CLOCK,
-) = range(12)
+# The constant part of an event, one tuple (built once per protected function on
+# the success path): name, policy, attempt, outcome, delay_s, error_type, extra.
+_NAME, _POLICY, _ATTEMPT, _OUTCOME, _DELAY, _ERROR, _EXTRA = range(7)
+
+
+def _read_only(field: str) -> tuple[Any, Any]:
+    def refuse_set(self: Any, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {field!r}")
+
+    def refuse_delete(self: Any) -> None:
+        raise FrozenInstanceError(f"cannot delete field {field!r}")
+
+    return refuse_set, refuse_delete
+
+
+def _field(field: str, getter: Any) -> Any:
+    refuse_set, refuse_delete = _read_only(field)
+    return property(getter, refuse_set, refuse_delete, getter.__doc__)
+
+
+def _context_field(field: str) -> Any:
+    read = attrgetter(field)
+
+    def get(self: RecoveryEvent) -> Any:
+        ctx = self._ctx
+        return None if ctx is None else read(ctx)
+
+    return _field(field, get)
 
 
 class RecoveryEvent(_Event):
     """A ``recovery`` :class:`~faultlens.events.Event` that builds its parts on first read.
 
     It is an ``Event`` in every observable way (same fields, equality, ``to_dict``,
-    pickles as a plain ``Event``); only the work moves: the policy stores one
-    tuple, and ``payload``, ``id`` and the correlation fields are computed when a
-    subscriber (usually the recorder's writer thread, off the hot path) reads them.
-    The id is fixed at its first read, under a lock, so every reader sees the same.
+    ``dataclasses.replace``, pickles and copies as a plain ``Event``, its fields
+    refuse assignment); only the work moves: a policy stores a few references,
+    and ``payload``, ``id``, ``timestamp`` and the correlation fields are computed
+    when a subscriber (usually the recorder's writer thread, off the hot path)
+    reads them.  The id and the timestamp are fixed at their first read, under a
+    lock, so every reader sees the same.
+
+    Built as ``event = RecoveryEvent()`` followed by plain writes of its private
+    slots (see :func:`record`): construction and those writes run at C speed,
+    where the frozen dataclass machinery (or slot descriptors called from
+    Python) costs more than the whole successful policy call.
     """
 
-    __slots__ = ("_id", "_payload", "_state", "_timestamp")
-    _state: tuple[Any, ...]
+    __slots__ = ("_clock", "_ctx", "_end", "_id", "_payload", "_start", "_t", "_wall")
+    _t: tuple[Any, ...]
+    _ctx: RequestContext | None
+    _start: float | None
+    _end: float
+    _clock: Clock
+    _wall: float
     _payload: Mapping[str, Any]
     _id: str
-    _timestamp: float
-    kind = _RECOVERY
 
-    @property
-    def name(self) -> str:
-        name: str = self._state[_NAME]
-        return name
+    # C-level construction and private writes: the public fields stay read-only
+    # through their properties (FrozenInstanceError, as on a frozen Event).
+    __init__ = object.__init__
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
 
-    @property
-    def payload(self) -> Mapping[str, Any]:
+    @property  # type: ignore[misc]
+    def __class__(self) -> type[_events.Event]:  # type: ignore[override]
+        # dataclasses.replace() builds `obj.__class__(**fields)`: a plain Event.
+        # type(event) and isinstance(event, RecoveryEvent) still see the subclass.
+        return _Event
+
+    kind = _field("kind", lambda self: _RECOVERY)
+    name = _field("name", lambda self: self._t[_NAME])
+    correlation_id = _context_field("correlation_id")
+    trace_id = _context_field("trace_id")
+    span_id = _context_field("span_id")
+    tenant_id = _context_field("tenant_id")
+    user_id = _context_field("user_id")
+
+    def _get_payload(self) -> Mapping[str, Any]:
         try:
             return self._payload
         except AttributeError:
             pass
-        state = self._state
+        t = self._t
+        start = self._start
         payload: dict[str, Any] = {
-            "policy": state[_POLICY],
-            "name": state[_NAME],
-            "attempt": state[_ATTEMPT],
-            "outcome": state[_OUTCOME],
-            "delay_s": state[_DELAY],
-            "duration_ms": state[_DURATION],
-            "error_type": state[_ERROR],
+            "policy": t[_POLICY],
+            "name": t[_NAME],
+            "attempt": t[_ATTEMPT],
+            "outcome": t[_OUTCOME],
+            "delay_s": t[_DELAY],
+            "duration_ms": self._end if start is None else (self._end - start) * 1000.0,
+            "error_type": t[_ERROR],
         }
-        extra = state[_EXTRA]
+        extra = t[_EXTRA]
         if extra:
             payload.update(extra)
         # Two threads racing here build equal dicts; either one may stay.
-        _set_payload(self, payload)
+        self._payload = payload
         return payload
 
-    @property
-    def correlation_id(self) -> str | None:
-        ctx = self._state[_CTX]
-        return None if ctx is None else ctx.correlation_id
+    payload = _field("payload", _get_payload)
 
-    @property
-    def trace_id(self) -> str | None:
-        ctx = self._state[_CTX]
-        return None if ctx is None else ctx.trace_id
-
-    @property
-    def span_id(self) -> str | None:
-        ctx = self._state[_CTX]
-        return None if ctx is None else ctx.span_id
-
-    @property
-    def tenant_id(self) -> str | None:
-        ctx = self._state[_CTX]
-        return None if ctx is None else ctx.tenant_id
-
-    @property
-    def user_id(self) -> str | None:
-        ctx = self._state[_CTX]
-        return None if ctx is None else ctx.user_id
-
-    @property
-    def timestamp(self) -> float:
-        state = self._state
-        timestamp: float | None = state[_TIME]
-        if timestamp is not None:
-            return timestamp
-        # Recorded with the monotonic reading only (the retry success path): the
-        # wall time is now minus the monotonic time elapsed since, on the same clock.
-        # Fixed at its first read, like the id.
+    def _get_timestamp(self) -> float:
         try:
-            return self._timestamp
+            return self._wall
         except AttributeError:
             pass
+        # Recorded with the monotonic reading only (the success path): the wall
+        # time is now minus the monotonic time elapsed since, on the same clock.
+        # Fixed at its first read, like the id.
         with _id_lock:
             try:
-                return self._timestamp
+                return self._wall
             except AttributeError:
-                clock = state[_CLOCK]
-                value: float = clock.time() - (clock.monotonic() - state[_MONO])
-                _set_timestamp(self, value)
+                clock = self._clock
+                value: float = clock.time() - (clock.monotonic() - self._end)
+                self._wall = value
                 return value
 
-    @property
-    def id(self) -> str:
+    timestamp = _field("timestamp", _get_timestamp)
+
+    def _get_id(self) -> str:
         try:
             return self._id
         except AttributeError:
@@ -227,13 +245,10 @@ class RecoveryEvent(_Event):
                 return self._id
             except AttributeError:
                 value = new_id()
-                _set_id(self, value)
+                self._id = value
                 return value
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _events.Event:  # type: ignore[misc]
-        # Built by hand only in record(); anything else constructing one
-        # (dataclasses.replace, a subscriber's copy) gets a plain Event.
-        return _Event(*args, **kwargs)
+    id = _field("id", _get_id)
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, f) for f in _EVENT_FIELDS)
@@ -250,31 +265,58 @@ class RecoveryEvent(_Event):
         # Unpickles (and copies) as a plain Event with the same values.
         return (_Event, self._values())
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in _EVENT_FIELDS)
+        return f"Event({fields})"
 
-_new = object.__new__
+
 # Bound once: the bus is a process-wide singleton (subscribers change, the object not).
 _has_subscribers = bus.has_subscribers
 _publish = bus.publish
 
 has_subscribers: Final = bus.has_subscribers
 publish: Final = bus.publish
-# The frozen dataclass __setattr__ refuses writes: the slots are written directly.
-_set_state = RecoveryEvent.__dict__["_state"].__set__
-
-
-# The success path of retry builds its event inline, without the call to record()
-# (a tenth of a healthy recorded call): it allocates with `allocate(RecoveryEvent)`,
-# fills the state with `fill(event, state)` and publishes with `publish(event)`.  The
-# state tuple is, in order: name, policy, attempt, outcome, delay_s, duration_ms,
-# error_type, extra, context (``current_context()``), then either the wall-clock
-# timestamp, None, None, or None, the clock's monotonic reading at the event and the
-# clock (the wall time is then derived on first read: one clock call less).
-allocate: Final = object.__new__
-fill: Final = _set_state
 current_context: Final = _current.get
-_set_payload = RecoveryEvent.__dict__["_payload"].__set__
-_set_id = RecoveryEvent.__dict__["_id"].__set__
-_set_timestamp = RecoveryEvent.__dict__["_timestamp"].__set__
+
+# The success paths build their event inline, without a call to record() (whose
+# frame alone is a tenth of a healthy recorded call), and deliver it inline too:
+#
+#     if bus.active:
+#         subscribers = bus._routes.get(RECOVERY, bus._wildcard)   # what publish() reads
+#         if subscribers:
+#             event = RecoveryEvent()
+#             event._t = template          # (name, policy, attempt, outcome, delay_s,
+#                                          #  error_type, extra), built at decoration
+#             event._ctx = current_context()
+#             event._start = start          # monotonic readings: duration_ms and the
+#             event._end = end              # wall-clock timestamp are derived on read
+#             event._clock = clock
+#             for subscriber in subscribers:
+#                 try:
+#                     subscriber(event)
+#                 except Exception as exc:
+#                     subscriber_failed(subscriber, exc)
+#
+# That is EventBus.publish() unrolled (the bus's copy-on-write routing tables are
+# read without a lock, as publish() reads them); `test_recovery_events.py` pins
+# that both deliver alike.
+
+
+def subscriber_failed(callback: Any, exc: Exception) -> None:
+    """Count and report a subscriber that raised, exactly as ``EventBus.publish`` does."""
+    counters.incr("events.subscriber_errors")
+    report_once(
+        f"subscriber:{id(callback)}",
+        f"event subscriber {getattr(callback, '__qualname__', callback)!r} raised "
+        f"{type(exc).__name__}; it stays subscribed, failures are counted in "
+        "faultlens.stats()['events.subscriber_errors']",
+    )
+
+
+def success_template(name: str, policy: PolicyKind, outcome: Outcome) -> tuple[Any, ...]:
+    """The constant part of a policy's first-attempt success event (see above)."""
+    return (name, policy, 1, outcome, 0.0, None, None)
+
 
 _type_names: dict[type[BaseException], str] = {}
 
@@ -311,26 +353,20 @@ def record(  # noqa: PLR0917 (positional on purpose, hot path)
     if not _has_subscribers(_RECOVERY):
         return
     try:
-        event = _new(RecoveryEvent)
-        _set_state(
-            event,
-            (
-                name,
-                policy,
-                attempt,
-                outcome,
-                delay_s,
-                duration_ms,
-                None if error is None else error_type(error),
-                extra,
-                _current.get(),
-                _clock._clock.time(),
-                None,
-                None,
-            ),
+        event = RecoveryEvent()
+        event._t = (
+            name,
+            policy,
+            attempt,
+            outcome,
+            delay_s,
+            None if error is None else error_type(error),
+            extra,
         )
+        event._ctx = _current.get()
+        event._start = None
+        event._end = duration_ms
+        event._wall = _clock._clock.time()
         _publish(event)
     except Exception:  # recording never breaks the call it describes
-        from faultlens._metrics import counters
-
         counters.incr("recovery.record_errors")

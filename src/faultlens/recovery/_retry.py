@@ -36,13 +36,11 @@ from faultlens.recovery._errors import RecoveryError, RetryExhaustedError
 from faultlens.recovery._policy import Policy, as_coroutine_function, callable_name
 from faultlens.recovery._record import (
     RecoveryEvent,
-    allocate,
     bus,
     current_context,
-    fill,
-    has_subscribers,
-    publish,
     record,
+    subscriber_failed,
+    success_template,
 )
 from faultlens.recovery._timeout import Timeout, _deadline
 
@@ -62,6 +60,9 @@ timedelta: retry after that custom delay; ``False``: give up)."""
 # A tuple, not `int | float | timedelta`: isinstance with a union builds nothing, but
 # the union expression itself is built on every evaluation.
 _DELAY_TYPES: Final = (int, float, timedelta)
+# Errors the inline `on=` check leaves to the full predicate: another policy's
+# load-shedding error, and concurrent.futures cancellation (an Exception).
+_SPECIAL: Final = (RecoveryError, FutureCancelledError)
 
 Reason = Literal["not_retryable", "attempts", "timeout", "deadline", "budget"]
 
@@ -246,6 +247,7 @@ class Retry(Policy):
         "_no_backoff",
         "_on",
         "_random",
+        "_types",
         "attempts",
         "backoff",
         "budget",
@@ -280,6 +282,9 @@ class Retry(Policy):
                 "retry needs a bound: set attempts, timeout or deadline (all None retries forever)"
             )
         self._on = _predicate(on)
+        # `on=` as plain exception classes: the failure path tests them inline
+        # (errors of other policies and cancellation still go through _on).
+        self._types = (on,) if isinstance(on, type) else on if isinstance(on, tuple) else None
         self.attempts = attempts
         self.timeout = None if timeout is None else _seconds(timeout, "retry timeout")
         self.backoff = backoff or Backoff()
@@ -308,19 +313,25 @@ class Retry(Policy):
         self._random = random or _random.random
 
     # The decision after a failed attempt: the delay before the next one, or why not.
+    # Written out flat (no helper calls on the usual path): it runs once per retry.
     def _next_delay(
         self, exc: Exception, attempt: int, now: float, started: float, previous: float
     ) -> float | Reason:
-        if isinstance(exc, FutureCancelledError):  # an Exception, unlike asyncio's
-            return "not_retryable"
-        verdict = self._on(exc)
         custom: float | None = None
-        if verdict is True:
-            pass
-        elif isinstance(verdict, _DELAY_TYPES) and not isinstance(verdict, bool):
-            custom = _seconds(verdict, "the delay returned by retry(on=...)")
-        elif not verdict:
-            return "not_retryable"
+        types = self._types
+        if types is not None and not isinstance(exc, _SPECIAL):
+            if not isinstance(exc, types):
+                return "not_retryable"
+        else:
+            if isinstance(exc, FutureCancelledError):  # an Exception, unlike asyncio's
+                return "not_retryable"
+            verdict = self._on(exc)
+            if verdict is True:
+                pass
+            elif isinstance(verdict, _DELAY_TYPES) and not isinstance(verdict, bool):
+                custom = _seconds(verdict, "the delay returned by retry(on=...)")
+            elif not verdict:
+                return "not_retryable"
         max_attempts = self.attempts
         testing = _backoff.testing
         if testing.active and testing.max_attempts is not None:
@@ -337,9 +348,17 @@ class Retry(Policy):
             delay = 0.0
         else:
             delay = self.backoff.delay(attempt, previous, self._random)
-        hint = retry_after_hint(exc)
-        if hint is not None and hint > delay:
-            delay = hint
+        try:  # most errors carry no hint: skip the parser for them
+            hinted = (
+                getattr(exc, "retry_after", None) is not None
+                or getattr(exc, "response", None) is not None
+            )
+        except Exception:  # a hostile attribute: retry_after_hint ignores it too
+            hinted = False
+        if hinted:
+            hint = retry_after_hint(exc)
+            if hint is not None and hint > delay:
+                delay = hint
         if testing.active:
             delay = 0.0
         if self.timeout is not None and (now - started) + delay > self.timeout:
@@ -374,7 +393,7 @@ class Retry(Policy):
             pass
         return exc
 
-    def _retry_sync(  # noqa: PLR0917
+    def _retry_sync(  # noqa: PLR0915, PLR0917 (flat on purpose: the retry loop)
         self,
         fn: Callable[..., R],
         args: tuple[Any, ...],
@@ -387,9 +406,45 @@ class Retry(Policy):
         attempt = 1
         attempt_started = started
         previous = 0.0
+        types = self._types
+        testing = _backoff.testing
+        # The common decision (plain exception classes in `on=`, no budget, no
+        # testing switch) is written out here, flat; _next_delay is the full one.
+        quick = types is not None and self.budget is None
+        no_backoff = self._no_backoff
+        timeout = self.timeout
+        attempts = self.attempts
+        decision: float | Reason
         while True:
             now = clock.monotonic()
-            decision = self._next_delay(exc, attempt, now, started, previous)
+            if quick and not testing.active and not isinstance(exc, _SPECIAL):
+                if not isinstance(exc, types):  # type: ignore[arg-type]
+                    decision = "not_retryable"
+                elif attempts is not None and attempt >= attempts:
+                    decision = "attempts"
+                else:
+                    decision = (
+                        0.0 if no_backoff else self.backoff.delay(attempt, previous, self._random)
+                    )
+                    try:  # most errors carry no hint: skip the parser for them
+                        hinted = (
+                            getattr(exc, "retry_after", None) is not None
+                            or getattr(exc, "response", None) is not None
+                        )
+                    except Exception:
+                        hinted = False
+                    if hinted:
+                        hint = retry_after_hint(exc)
+                        if hint is not None and hint > decision:
+                            decision = hint
+                    if timeout is not None and (now - started) + decision > timeout:
+                        decision = "timeout"
+                    else:
+                        limit = _deadline.get()
+                        if limit is not None and now + decision >= limit:
+                            decision = "deadline"
+            else:
+                decision = self._next_delay(exc, attempt, now, started, previous)
             if bus.active:
                 self._record_failure(label, attempt, decision, now - attempt_started, exc)
             if not isinstance(decision, float):
@@ -406,6 +461,9 @@ class Retry(Policy):
             except Exception as error:
                 exc = error
                 continue
+            # The last error's traceback holds this frame, which holds the error:
+            # drop it, so a retried call leaves no reference cycle for the GC.
+            del exc
             if bus.active:
                 record(
                     "retry",
@@ -417,7 +475,7 @@ class Retry(Policy):
                 )
             return result
 
-    async def _retry_async(  # noqa: PLR0917
+    async def _retry_async(  # noqa: PLR0915, PLR0917
         self,
         fn: Callable[..., Awaitable[R]],
         args: tuple[Any, ...],
@@ -430,9 +488,45 @@ class Retry(Policy):
         attempt = 1
         attempt_started = started
         previous = 0.0
+        types = self._types
+        testing = _backoff.testing
+        # The common decision (plain exception classes in `on=`, no budget, no
+        # testing switch) is written out here, flat; _next_delay is the full one.
+        quick = types is not None and self.budget is None
+        no_backoff = self._no_backoff
+        timeout = self.timeout
+        attempts = self.attempts
+        decision: float | Reason
         while True:
             now = clock.monotonic()
-            decision = self._next_delay(exc, attempt, now, started, previous)
+            if quick and not testing.active and not isinstance(exc, _SPECIAL):
+                if not isinstance(exc, types):  # type: ignore[arg-type]
+                    decision = "not_retryable"
+                elif attempts is not None and attempt >= attempts:
+                    decision = "attempts"
+                else:
+                    decision = (
+                        0.0 if no_backoff else self.backoff.delay(attempt, previous, self._random)
+                    )
+                    try:  # most errors carry no hint: skip the parser for them
+                        hinted = (
+                            getattr(exc, "retry_after", None) is not None
+                            or getattr(exc, "response", None) is not None
+                        )
+                    except Exception:
+                        hinted = False
+                    if hinted:
+                        hint = retry_after_hint(exc)
+                        if hint is not None and hint > decision:
+                            decision = hint
+                    if timeout is not None and (now - started) + decision > timeout:
+                        decision = "timeout"
+                    else:
+                        limit = _deadline.get()
+                        if limit is not None and now + decision >= limit:
+                            decision = "deadline"
+            else:
+                decision = self._next_delay(exc, attempt, now, started, previous)
             if bus.active:
                 self._record_failure(label, attempt, decision, now - attempt_started, exc)
             if not isinstance(decision, float):
@@ -449,6 +543,7 @@ class Retry(Policy):
             except Exception as error:
                 exc = error
                 continue
+            del exc  # no reference cycle through the traceback (see _retry_sync)
             if bus.active:
                 record(
                     "retry",
@@ -481,9 +576,20 @@ class Retry(Policy):
         """Return ``fn`` retried by this policy."""
         label = self._label or callable_name(fn)
         call = fn if self._attempt_timeout is None else self._attempt_timeout.wrap(fn)
+        return self._with_deadline(self._wrap_attempts(call, label), fn)
+
+    def _with_deadline(self, run: Callable[P, R], fn: Callable[..., Any]) -> Callable[P, R]:
+        if self._deadline_policy is None:
+            return run
+        functools.update_wrapper(run, fn)  # the deadline's events name the function
+        return self._deadline_policy.wrap(run)
+
+    def _wrap_attempts(self, call: Callable[P, R], label: str) -> Callable[P, R]:
+        """``call`` retried, without the ``deadline`` (which goes around it)."""
         retry_sync = self._retry_sync
         budget = self.budget
         clock_module = _clock
+        template = success_template(label, "retry", "succeeded_first_time")
 
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
             clock = clock_module._clock  # read at call time: a test may have installed a fake
@@ -494,32 +600,22 @@ class Retry(Policy):
                 result = call(*args, **kwargs)
             except Exception as exc:  # cancellation (BaseException) is never caught
                 return retry_sync(call, args, kwargs, exc, started, label, clock)
-            if bus.active and has_subscribers(RECOVERY):
-                end = clock.monotonic()
-                event = allocate(RecoveryEvent)
-                fill(
-                    event,
-                    (
-                        label,
-                        "retry",
-                        1,
-                        "succeeded_first_time",
-                        0.0,
-                        (end - started) * 1000.0,
-                        None,
-                        None,
-                        current_context(),
-                        None,
-                        end,
-                        clock,
-                    ),
-                )
-                publish(event)
+            if bus.active:
+                subscribers = bus._routes.get(RECOVERY, bus._wildcard)
+                if subscribers:
+                    event = RecoveryEvent()
+                    event._t = template
+                    event._ctx = current_context()
+                    event._start = started
+                    event._end = clock.monotonic()
+                    event._clock = clock
+                    for subscriber in subscribers:
+                        try:
+                            subscriber(event)
+                        except Exception as error:
+                            subscriber_failed(subscriber, error)
             return result
 
-        if self._deadline_policy is not None:
-            functools.update_wrapper(run, fn)  # the deadline's events name the function
-            return self._deadline_policy.wrap(run)
         return run
 
     def wrap_async(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -530,9 +626,24 @@ class Retry(Policy):
             if self._attempt_timeout is None
             else self._attempt_timeout.wrap_async(fn)
         )
+        return self._with_deadline_async(self._wrap_attempts_async(call, label), fn)
+
+    def _with_deadline_async(
+        self, run: Callable[P, Awaitable[R]], fn: Callable[..., Any]
+    ) -> Callable[P, Awaitable[R]]:
+        if self._deadline_policy is None:
+            return run
+        functools.update_wrapper(run, fn)  # the deadline's events name the function
+        return self._deadline_policy.wrap_async(run)
+
+    def _wrap_attempts_async(
+        self, call: Callable[P, Awaitable[R]], label: str
+    ) -> Callable[P, Awaitable[R]]:
+        """Coroutine function ``call`` retried, without the ``deadline``."""
         retry_async = self._retry_async
         budget = self.budget
         clock_module = _clock
+        template = success_template(label, "retry", "succeeded_first_time")
 
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
             clock = clock_module._clock
@@ -543,32 +654,22 @@ class Retry(Policy):
                 result = await call(*args, **kwargs)
             except Exception as exc:
                 return await retry_async(call, args, kwargs, exc, started, label, clock)
-            if bus.active and has_subscribers(RECOVERY):
-                end = clock.monotonic()
-                event = allocate(RecoveryEvent)
-                fill(
-                    event,
-                    (
-                        label,
-                        "retry",
-                        1,
-                        "succeeded_first_time",
-                        0.0,
-                        (end - started) * 1000.0,
-                        None,
-                        None,
-                        current_context(),
-                        None,
-                        end,
-                        clock,
-                    ),
-                )
-                publish(event)
+            if bus.active:
+                subscribers = bus._routes.get(RECOVERY, bus._wildcard)
+                if subscribers:
+                    event = RecoveryEvent()
+                    event._t = template
+                    event._ctx = current_context()
+                    event._start = started
+                    event._end = clock.monotonic()
+                    event._clock = clock
+                    for subscriber in subscribers:
+                        try:
+                            subscriber(event)
+                        except Exception as error:
+                            subscriber_failed(subscriber, error)
             return result
 
-        if self._deadline_policy is not None:
-            functools.update_wrapper(run, fn)  # the deadline's events name the function
-            return self._deadline_policy.wrap_async(run)
         return run
 
 
