@@ -348,7 +348,8 @@ def test_import_faultlens_imports_no_third_party_library() -> None:
     code = (
         "import sys, faultlens, faultlens.errors as e;"
         "e.classify(KeyError()); e.handle(ValueError());"
-        "libs=('httpx','requests','psycopg','pydantic','sqlite3','django','werkzeug','starlette');"
+        "libs=('httpx','requests','psycopg','psycopg2','pydantic','sqlite3','django','werkzeug',"
+        "'starlette');"
         "print([m for m in libs if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

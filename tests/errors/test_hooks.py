@@ -292,7 +292,8 @@ def test_configure_inside_a_running_loop_installs_the_handler() -> None:
         faultlens.configure(log_stream=io.StringIO(), capture_unhandled=True)
         installed = getattr(loop.get_exception_handler(), "faultlens_hook", False)
         faultlens.shutdown()
-        return installed, loop.get_exception_handler() is None
+        restored = loop.get_exception_handler() is None and loop.get_task_factory() is None
+        return installed, restored
 
     try:
         assert asyncio.run(main()) == (True, True)
@@ -325,3 +326,168 @@ def test_install_asyncio_handler_outside_a_loop_says_what_to_do() -> None:
     """Without a running loop and without loop=, a ConfigurationError explains the fix."""
     with pytest.raises(ConfigurationError, match="running event loop"):
         install_asyncio_handler()
+
+
+# --- asyncio: which correlation a failed task belongs to -----------------------------------
+
+
+async def _fails_with(exc: BaseException) -> None:
+    raise exc
+
+
+async def _forget_failed_tasks(tasks: list[Any]) -> None:
+    """Let ``tasks`` fail, then drop them: asyncio reports their exceptions as never retrieved.
+
+    The caller keeps no other reference, so they are collected here, in the
+    caller's current context.
+    """
+    await asyncio.wait(tasks)
+    tasks.clear()
+    gc.collect()
+
+
+def test_task_created_in_a_correlation_is_reported_with_it() -> None:
+    """A task created inside correlate() that fails unretrieved carries that correlation id.
+
+    The task's body opens no scope of its own, so nothing stamps the exception:
+    the correlation comes from the task's contextvars (Task.get_context() on
+    3.12+, faultlens's task factory on 3.11), even when the task is collected
+    while another correlation is current.
+    """
+
+    async def main() -> tuple[str, str]:
+        install_asyncio_handler()
+        with faultlens.correlate() as ctx:
+            tasks = [asyncio.get_running_loop().create_task(_fails_with(KeyError("lost")))]
+        with faultlens.correlate() as other:
+            await _forget_failed_tasks(tasks)
+        return ctx.correlation_id, other.correlation_id
+
+    with capture_events(events.ERROR) as captured:
+        cid, other = asyncio.run(main())
+    (event,) = captured
+    assert event.correlation_id == cid != other
+    assert event.payload["fields"]["asyncio_message"] == "Task exception was never retrieved"
+    assert event.payload["mechanism"] == {"type": "asyncio", "handled": False}
+
+
+def test_task_reports_the_fields_it_bound() -> None:
+    """The event has the task's own context at the end: fields bound inside the task count."""
+
+    async def job() -> None:
+        faultlens.bind(user_id="u-7")
+        raise ValueError("job failed")
+
+    async def main() -> str:
+        install_asyncio_handler()
+        with faultlens.correlate() as ctx:
+            tasks = [asyncio.ensure_future(job())]
+        await _forget_failed_tasks(tasks)
+        return ctx.correlation_id
+
+    with capture_events(events.ERROR) as captured:
+        cid = asyncio.run(main())
+    (event,) = captured
+    assert (event.correlation_id, event.user_id) == (cid, "u-7")
+
+
+def test_task_created_outside_any_correlation_is_reported_without_one() -> None:
+    """A failed task that ran outside any correlation is not given the current one."""
+
+    async def main() -> None:
+        install_asyncio_handler()
+        tasks = [asyncio.get_running_loop().create_task(_fails_with(KeyError("lost")))]
+        with faultlens.correlate():
+            await _forget_failed_tasks(tasks)
+
+    with capture_events(events.ERROR) as captured:
+        asyncio.run(main())
+    (event,) = captured
+    assert event.correlation_id is None
+
+
+def test_tasks_gather_creates_carry_their_correlation() -> None:
+    """Tasks that gather() creates get the correlation too (retrieved ones are not reported)."""
+
+    async def main() -> str:
+        install_asyncio_handler()
+        with faultlens.correlate() as ctx:
+            results = await asyncio.gather(
+                _fails_with(KeyError("a")), asyncio.sleep(0, "ok"), return_exceptions=True
+            )
+            assert isinstance(results[0], KeyError)
+            tasks = [asyncio.ensure_future(_fails_with(ValueError("b")))]
+        await _forget_failed_tasks(tasks)
+        return ctx.correlation_id
+
+    with capture_events(events.ERROR) as captured:
+        cid = asyncio.run(main())
+    assert [(e.payload["type"], e.correlation_id) for e in captured] == [("ValueError", cid)]
+
+
+def test_task_factory_chains_the_previous_one_and_is_removed() -> None:
+    """An application's own task factory keeps being used; uninstalling restores it."""
+    created: list[Any] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        created.append(task)
+        return task
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(factory)
+        install_asyncio_handler()
+        install_asyncio_handler()  # idempotent: one faultlens factory in the chain
+        with faultlens.correlate() as ctx:
+            tasks = [loop.create_task(_fails_with(KeyError("lost")))]
+        assert created == tasks
+        created.clear()
+        await _forget_failed_tasks(tasks)
+        uninstall_asyncio_handler()
+        assert loop.get_task_factory() is factory
+        return ctx.correlation_id
+
+    with capture_events(events.ERROR) as captured:
+        cid = asyncio.run(main())
+    (event,) = captured
+    assert event.correlation_id == cid
+
+
+def test_stamp_inside_the_task_wins_over_the_creating_correlation() -> None:
+    """An exception escaping a scope opened inside the task keeps that inner correlation."""
+
+    async def job() -> None:
+        with faultlens.correlate(correlation_id="1" * 32):
+            raise ValueError("inner")
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def main(with_factory: bool) -> None:
+        if with_factory:
+            asyncio.get_running_loop().set_task_factory(factory)
+        install_asyncio_handler()
+        with faultlens.correlate(correlation_id="2" * 32):
+            tasks = [asyncio.ensure_future(job())]
+        await _forget_failed_tasks(tasks)
+
+    for with_factory in (False, True):
+        with capture_events(events.ERROR) as captured:
+            asyncio.run(main(with_factory))
+        (event,) = captured
+        assert event.correlation_id == "1" * 32
+
+
+def test_task_repr_and_type_unchanged_for_asyncio_messages() -> None:
+    """Tasks from faultlens's factory are asyncio Tasks and read as ``<Task ...>``."""
+
+    async def main() -> tuple[bool, str]:
+        install_asyncio_handler()
+        task = asyncio.ensure_future(asyncio.sleep(0))
+        await task
+        return isinstance(task, asyncio.Task), repr(task)
+
+    is_task, text = asyncio.run(main())
+    assert is_task
+    assert text.startswith("<Task finished")

@@ -6,10 +6,12 @@ this module as ``ROOT_URLCONF`` and faultlens's middleware installed.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
 import django
+from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import (
     BadRequest,
@@ -96,6 +98,30 @@ class BrokenMiddleware:
         raise LookupError(HOSTILE_MESSAGE)
 
 
+class DenyingMiddleware:
+    """A middleware inside faultlens's that refuses: Django answers via handler403."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raise PermissionDenied(HOSTILE_MESSAGE)
+
+
+class AsyncBrokenMiddleware:
+    """An async-only middleware inside faultlens's that fails (Django adapts nothing)."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        raise LookupError(HOSTILE_MESSAGE)
+
+
 urlpatterns = [
     path("boom", boom),
     path("async-boom", async_boom),
@@ -109,5 +135,11 @@ urlpatterns = [
     path("async-ok", async_ok),
 ]
 
+# Without handler500 below, Django answers with its own 500 page and only faultlens's
+# got_request_exception receiver captures: tests use it as ROOT_URLCONF.
+without_error_views = types.ModuleType(f"{__name__}.without_error_views")
+without_error_views.urlpatterns = urlpatterns  # type: ignore[attr-defined]
+
+handler403 = "faultlens.integrations.django.permission_denied"
 handler404 = "faultlens.integrations.django.page_not_found"
 handler500 = "faultlens.integrations.django.server_error"

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from django.test import AsyncClient, Client, override_settings
 
@@ -137,6 +138,149 @@ def test_inner_middleware_failure_answered_and_captured_once(errors: CapturedEve
     assert response.json()["correlation_id"] == response["X-Correlation-ID"]
     assert_no_leak(text_of(response))
     assert [event.name for event in errors] == ["LookupError"]
+
+
+INNER_FAILURES = ["BrokenMiddleware", "AsyncBrokenMiddleware"]
+
+
+def _stack(inner: str) -> list[str]:
+    return [djangoapp.MIDDLEWARE, f"{djangoapp.__name__}.{inner}"]
+
+
+@pytest.mark.parametrize("inner", INNER_FAILURES)
+@pytest.mark.parametrize("error_views", [True, False], ids=["handler500", "django-500"])
+def test_inner_middleware_failure_captured_once_under_wsgi(
+    inner: str, error_views: bool, errors: CapturedEvents
+) -> None:
+    """WSGI: an inner middleware's exception is captured once, with the request's id."""
+    urlconf: Any = djangoapp if error_views else djangoapp.without_error_views
+    with override_settings(MIDDLEWARE=_stack(inner), ROOT_URLCONF=urlconf):
+        response = Client(raise_request_exception=False).get(
+            "/ok", headers={"X-Correlation-ID": CORRELATION_ID}
+        )
+    assert response.status_code == 500
+    assert response["X-Correlation-ID"] == CORRELATION_ID
+    assert [(event.name, event.correlation_id) for event in errors] == [
+        ("LookupError", CORRELATION_ID)
+    ]
+    assert errors[0].payload["fields"]["integration"] == "django"
+
+
+@pytest.mark.parametrize("inner", INNER_FAILURES)
+@pytest.mark.parametrize("error_views", [True, False], ids=["handler500", "django-500"])
+def test_inner_middleware_failure_captured_once_under_asgi(
+    inner: str, error_views: bool, errors: CapturedEvents
+) -> None:
+    """ASGI (AsyncClient): an inner middleware's exception is captured once, with the id.
+
+    Django converts it to a response in a worker thread (``sync_to_async``), with
+    the exception re-raised there and the request's contextvars copied, so the
+    ``got_request_exception`` receiver sees both.
+    """
+    urlconf: Any = djangoapp if error_views else djangoapp.without_error_views
+
+    async def scenario() -> Any:
+        client = AsyncClient(raise_request_exception=False)
+        return await client.get("/ok", headers={"X-Correlation-ID": CORRELATION_ID})
+
+    with override_settings(MIDDLEWARE=_stack(inner), ROOT_URLCONF=urlconf):
+        response = asyncio.run(scenario())
+    assert response.status_code == 500
+    assert response["X-Correlation-ID"] == CORRELATION_ID
+    if error_views:
+        assert response.json()["correlation_id"] == CORRELATION_ID
+        assert_no_leak(text_of(response))
+    assert [(event.name, event.correlation_id) for event in errors] == [
+        ("LookupError", CORRELATION_ID)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["wsgi", "asgi"])
+def test_inner_middleware_refusal_answered_by_handler403(mode: str, errors: CapturedEvents) -> None:
+    """An inner middleware's PermissionDenied is answered and captured by the 403 view."""
+
+    async def scenario() -> Any:
+        client = AsyncClient(raise_request_exception=False)
+        return await client.get("/ok", headers={"X-Correlation-ID": CORRELATION_ID})
+
+    with override_settings(MIDDLEWARE=_stack("DenyingMiddleware")):
+        if mode == "wsgi":
+            response = Client().get("/ok", headers={"X-Correlation-ID": CORRELATION_ID})
+        else:
+            response = asyncio.run(scenario())
+    assert response.status_code == 403
+    assert response.json()["code"] == "authorization_error"
+    assert response.json()["correlation_id"] == CORRELATION_ID == response["X-Correlation-ID"]
+    assert [(event.name, event.correlation_id) for event in errors] == [
+        ("django.core.exceptions.PermissionDenied", CORRELATION_ID)
+    ]
+
+
+async def _asgi_get(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+    """One GET through an ASGI application, as a server would send it; the sent messages."""
+    sent: list[Any] = []
+    pending = [{"type": "http.request", "body": b"", "more_body": False}]
+    disconnect = asyncio.Event()
+
+    async def receive() -> Any:
+        if pending:
+            return pending.pop(0)
+        await disconnect.wait()  # the client stays connected; Django cancels this wait
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("inner", INNER_FAILURES)
+def test_inner_middleware_failure_through_get_asgi_application(
+    inner: str, errors: CapturedEvents
+) -> None:
+    """Django's real ASGI handler: the failure is answered with the headers, captured once."""
+    from django.core.asgi import get_asgi_application
+
+    with override_settings(MIDDLEWARE=_stack(inner), ROOT_URLCONF=djangoapp.without_error_views):
+        app = get_asgi_application()
+        sent = asyncio.run(_asgi_get(app, "/ok", [(b"x-correlation-id", CORRELATION_ID.encode())]))
+    start = sent[0]
+    assert start["status"] == 500
+    assert dict(start["headers"])[b"X-Correlation-ID"] == CORRELATION_ID.encode()
+    assert [(event.name, event.correlation_id) for event in errors] == [
+        ("LookupError", CORRELATION_ID)
+    ]
+
+
+def test_view_failure_through_get_asgi_application(errors: CapturedEvents) -> None:
+    """Django's real ASGI handler: a view's bug is answered by faultlens and captured once."""
+    from django.core.asgi import get_asgi_application
+
+    app = get_asgi_application()
+    sent = asyncio.run(
+        _asgi_get(app, "/async-boom", [(b"x-correlation-id", CORRELATION_ID.encode())])
+    )
+    body = orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert sent[0]["status"] == 500
+    assert body["correlation_id"] == CORRELATION_ID
+    assert [(event.name, event.correlation_id) for event in errors] == [
+        ("RuntimeError", CORRELATION_ID)
+    ]
 
 
 def test_options_from_settings() -> None:

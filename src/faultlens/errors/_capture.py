@@ -279,14 +279,16 @@ def record_exception(
     handled: bool = True,
     context: RequestContext | None = None,
     operation: Any = None,
+    ambient: bool = True,
 ) -> str | None:
     """:func:`capture` for hooks: say how the exception arrived and in which context.
 
     ``mechanism`` names the path (``capture``, ``sys.excepthook``,
     ``threading.excepthook``, ``asyncio``); ``handled=False`` marks an exception
     nothing caught.  ``context`` / ``operation`` replace the current ones
-    (a hook reporting for another task or thread).  Same return value and
-    guarantees as :func:`capture`.
+    (a hook reporting for another task or thread); ``ambient=False`` ignores
+    the current ones (the exception is known to come from outside any
+    correlation).  Same return value and guarantees as :func:`capture`.
     """
     anything: object = exc  # callers without type checking pass anything
     if not isinstance(anything, BaseException):
@@ -303,10 +305,12 @@ def record_exception(
         return event_id
     if not _bus.active or not _bus.has_subscribers(_events.ERROR):
         return None
-    ctx = context if context is not None else _ctx_get()
+    ctx = context if context is not None or not ambient else _ctx_get()
     if ctx is None:
         ctx = captured_context(exc)
-    run = operation if operation is not None else (_op_get() if context is None else None)
+    run = operation
+    if run is None and context is None and ambient:
+        run = _op_get()
     event_id = new_id()
     # Marked before building: a subscriber or a failure while building that captures
     # the same exception again gets this id instead of recursing.

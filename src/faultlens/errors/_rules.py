@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import http
+import sys
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
@@ -348,6 +349,39 @@ def _psycopg(fallback: Classification | None) -> Callable[[BaseException], Class
     return rule
 
 
+# psycopg2 keeps the SQLSTATE in ``pgcode``; an instance built by hand (tests, mocks) has
+# none, but its class (psycopg2.errors.UniqueViolation...) stands for one SQLSTATE.
+_psycopg2_codes: dict[type, str] | None = None
+
+
+def _psycopg2_class_state(cls: type) -> str | None:
+    global _psycopg2_codes
+    if _psycopg2_codes is None:
+        # Already imported when one of its exceptions exists: looked up, never imported.
+        module = sys.modules.get("psycopg2._psycopg")
+        by_code = getattr(module, "sqlstate_errors", None)
+        if not isinstance(by_code, dict):
+            return None
+        _psycopg2_codes = {klass: code for code, klass in by_code.items()}
+    return _psycopg2_codes.get(cls)
+
+
+def _psycopg2(
+    fallback: Classification | None,
+) -> Callable[[BaseException], Classification | None]:
+    def rule(exc: BaseException) -> Classification | None:
+        state = getattr(exc, "pgcode", None) or _psycopg2_class_state(type(exc))
+        return sqlstate(state) or fallback
+
+    return rule
+
+
+def _psycopg2_pool(exc: BaseException) -> Classification:
+    # psycopg2.pool.PoolError: "connection pool exhausted" is load; the rest
+    # ("connection pool is closed", "trying to put unkeyed connection") are bugs.
+    return DATABASE_BUSY if "exhausted" in str(exc)[:200] else DATABASE_MISUSE
+
+
 def _django_database(
     fallback: Classification | None,
 ) -> Callable[[BaseException], Classification | None]:
@@ -419,6 +453,16 @@ BUILTIN_RULES: Mapping[str, Rule] = {
     "psycopg.ProgrammingError": _psycopg(DATABASE_MISUSE),
     "psycopg.InterfaceError": DATABASE_MISUSE,
     "psycopg.Error": _psycopg(DATABASE_ERROR),
+    # psycopg2 (by pgcode first, then by class), consistent with psycopg 3
+    "psycopg2.pool.PoolError": _psycopg2_pool,
+    "psycopg2.extensions.QueryCanceledError": _psycopg2(DATABASE_TIMEOUT),
+    "psycopg2.extensions.TransactionRollbackError": _psycopg2(SERIALIZATION_FAILURE),
+    "psycopg2.OperationalError": _psycopg2(DATABASE_UNAVAILABLE),
+    "psycopg2.IntegrityError": _psycopg2(_c("conflict", layer=_INFRA)),
+    "psycopg2.DataError": _psycopg2(INVALID_DATA),
+    "psycopg2.ProgrammingError": _psycopg2(DATABASE_MISUSE),
+    "psycopg2.InterfaceError": DATABASE_MISUSE,
+    "psycopg2.Error": _psycopg2(DATABASE_ERROR),
     # Django's database wrappers: the chained driver error decides
     "django.db.utils.OperationalError": _django_database(DATABASE_UNAVAILABLE),
     "django.db.utils.IntegrityError": _django_database(_c("conflict", layer=_INFRA)),

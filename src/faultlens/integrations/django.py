@@ -204,7 +204,15 @@ def answer_exception(
 
 
 def _capture_uncaught(sender: object, request: HttpRequest | None = None, **_: Any) -> None:
-    """``got_request_exception`` receiver: capture what Django answers itself (once)."""
+    """``got_request_exception`` receiver: capture what Django answers itself (once).
+
+    Django sends the signal while it handles the exception, so ``sys.exc_info()``
+    holds it, under WSGI and under ASGI alike: there Django converts the
+    exception in a worker thread (``sync_to_async``), which re-raises it and
+    runs with a copy of the request's contextvars, so the event carries the
+    request's correlation.  An exception the middleware's ``process_exception``
+    or a faultlens error view captured already is not recorded again.
+    """
     exc = sys.exc_info()[1]
     if isinstance(exc, Exception):
         fields: dict[str, Any] = {"integration": "django"}
@@ -233,7 +241,7 @@ class FaultlensMiddleware:
     (a streamed body is sent after it ends).  Exceptions Django turns into
     responses itself (an inner middleware's, a URL that matches nothing) keep
     Django's answer, get the headers, and are captured once through Django's
-    ``got_request_exception`` signal under WSGI.
+    ``got_request_exception`` signal, under WSGI and ASGI.
     """
 
     sync_capable = True
