@@ -17,12 +17,24 @@ sets a threading.Event to wake the writer).  Measured side by side:
 
 Goal: the bus publish + hand-off stays under 2 µs.
 
+Then the writer thread's side of ``configure(store=..., detect_patterns=True)``:
+per error event, what ``store.write_events`` costs on a real SQLite store (batches
+of 500 error events as ``capture`` builds them, 20 errors a second of event time)
+and what the :class:`~faultlens.analysis.PatternMonitor` observer adds on the same
+batches (a sample per error with the store's fingerprint, the four detectors, the
+escalation tracker, saving the pattern changes).  Neither runs on an application
+thread; the figure says how much of the writer's capacity detection takes.
+
     .venv/bin/python benchmarks/bench_recorder.py
+    .venv/bin/python benchmarks/bench_recorder.py --detection-only --errors 20000
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import tempfile
+import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +57,75 @@ class DiscardStore:
         return len(batch)
 
 
+def detection_cost(errors: int, rounds: int) -> None:
+    """Writer-thread µs per error event: the store write, and the pattern monitor on top."""
+    from bench_store import error_events
+    from faultlens.analysis import PatternMonitor
+    from faultlens.store import open as open_store
+
+    base = error_events(errors)
+    start = base[0].timestamp
+    stream = [
+        Event(e.kind, e.name, e.payload, e.correlation_id, e.trace_id, e.span_id, e.tenant_id,
+              e.user_id, start + i * 0.05)
+        for i, e in enumerate(base)
+    ]  # fmt: skip
+    batches = [stream[i : i + 500] for i in range(0, len(stream), 500)]
+    directory = Path(tempfile.mkdtemp(prefix="faultlens-bench-detect-"))
+    writes: list[float] = []
+    observes: list[float] = []
+    changes = 0
+    for r in range(rounds):
+        store = open_store(f"sqlite:///{directory / f'round{r}.db'}")
+        store.migrate()
+        monitor = PatternMonitor(store=store)
+        written = observed = 0.0
+        for batch in batches:
+            began = time.perf_counter()
+            store.write_events(batch)
+            written += time.perf_counter() - began
+            began = time.perf_counter()
+            monitor(batch)
+            observed += time.perf_counter() - began
+        changes = len(monitor.changes)
+        store.close()
+        writes.append(written / len(stream) * 1e6)
+        observes.append(observed / len(stream) * 1e6)
+    write, observe = statistics.median(writes), statistics.median(observes)
+    print(
+        f"\nwriter thread, per error event ({len(stream)} errors in batches of 500, "
+        f"median of {rounds} rounds, {changes} pattern changes a round):"
+    )
+    print(f"  store.write_events (SQLite)      {write:8.1f} µs")
+    print(
+        f"  PatternMonitor (detect_patterns) {observe:8.1f} µs  ({observe / write:.2f}x the write)"
+    )
+    print(
+        f"  writer capacity: {1e6 / write:,.0f} errors/s without detection, "
+        f"{1e6 / (write + observe):,.0f} errors/s with it"
+    )
+    shutil_rmtree(directory)
+
+
+def shutil_rmtree(path: Path) -> None:
+    """Remove a benchmark directory."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--errors", type=int, default=5000, help="error events for detection")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the detection cost")
+    parser.add_argument(
+        "--detection-only", action="store_true", help="only the writer-thread detection cost"
+    )
+    args = parser.parse_args()
+    if args.detection_only:
+        print(versions("faultlens"))
+        detection_cost(args.errors, args.rounds)
+        return
     spool_dir = Path(tempfile.mkdtemp(prefix="faultlens-bench-"))
     event = Event("operation", "checkout", {"outcome": "success", "duration_ms": 12.5})
     payload = {"outcome": "success"}
@@ -108,6 +188,7 @@ def main() -> None:
         f"\n  bus.publish + hand-off: {parked_cost:.3f} µs parked, {hand_off:.3f} µs draining"
         "  (goal < 2 µs)"
     )
+    detection_cost(args.errors, args.rounds)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,18 @@ if TYPE_CHECKING:
 __all__ = ["Config", "configure", "get_config", "shutdown", "stats"]
 
 
+def _recorder_module() -> Any:
+    """``faultlens.recorder``, imported on first need (it is not needed to log)."""
+    from faultlens import recorder
+
+    return recorder
+
+
+def _recorder_settings() -> RecorderSettings:
+    settings: RecorderSettings = _recorder_module().RecorderSettings()
+    return settings
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The settings :func:`configure` applied (read back with :func:`get_config`)."""
@@ -39,7 +51,7 @@ class Config:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     capture_unhandled: bool = False
     store: str | EventWriter | None = None
-    recorder: RecorderSettings = field(default_factory=lambda: _recorder_module().RecorderSettings())
+    recorder: RecorderSettings = field(default_factory=_recorder_settings)
 
 
 _lock = threading.Lock()
@@ -87,7 +99,12 @@ def configure(
     stopped.  ``detect_patterns=True`` (with a ``store``) runs the pattern
     detectors on the recorder's writer thread (a
     :class:`faultlens.analysis.PatternMonitor` attached to it), saving and
-    publishing every pattern change.
+    publishing every pattern change.  It is off by default: it costs the writer
+    a little under half of what writing each error to SQLite costs (never an
+    application thread), and it sees only this process's share of the errors,
+    so with several worker processes each would report its own bursts and miss
+    the ones only their sum makes; ``faultlens.analysis.StoreAnalyzer`` watches
+    the store across processes instead.
     """
     for name, header in (
         ("correlation_header", correlation_header),
@@ -185,13 +202,6 @@ def stats() -> dict[str, int]:
         snapshot.update(running.gauges())
         snapshot = dict(sorted(snapshot.items()))
     return snapshot
-
-
-def _recorder_module() -> Any:
-    """``faultlens.recorder``, imported on first need (it is not needed to log)."""
-    from faultlens import recorder
-
-    return recorder
 
 
 def _running_recorder() -> Recorder | None:

@@ -479,6 +479,32 @@ def test_degradation_needs_minimum_volumes() -> None:
     assert kinds(changes).count("new") == 1
 
 
+def test_a_slow_rise_is_one_degradation_updated_until_it_clears() -> None:
+    """A rise from 6 to 18 errors a minute over 40 minutes: one pattern, updated, ended once."""
+    import random
+
+    for seed in range(6):
+        rng = random.Random(seed)
+        samples = []
+        t = 0.0
+        for minute in range(100):  # 20 minutes flat, 40 rising, 40 back to the start
+            rate = 6 + (12 * min(max(minute - 20, 0), 40) / 40 if minute < 60 else 0)
+            end = (minute + 1) * 60.0
+            while True:
+                t += rng.expovariate(rate / 60)
+                if t >= end:
+                    t = end
+                    break
+                samples.append(sample(t, fp=f"f{rng.randrange(50)}"))
+        detector = DegradationDetector()
+        changes = feed(detector, samples)
+        changes += detector.collect(T + 100 * 60 + 1200)
+        assert kinds(changes).count("new") == 1, (seed, kinds(changes))
+        assert kinds(changes).count("ended") == 1, (seed, kinds(changes))
+        assert len({c.pattern.id for c in changes}) == 1
+        assert kinds(changes)[-1] == "ended"
+
+
 def test_degradation_is_not_a_burst() -> None:
     """One minute of 60 errors over a steady 5 a minute is a burst, not a degradation."""
     detector = DegradationDetector()

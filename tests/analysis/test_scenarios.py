@@ -330,6 +330,29 @@ def test_report_precision_and_recall(
     assert len(lines) == 3 + len(PatternType)
 
 
+def test_each_episode_is_reported_as_one_pattern() -> None:
+    """No episode is reported twice: an ongoing pattern is updated, not created again.
+
+    A slow degradation used to come out as two or three patterns (its rise paused
+    just long enough for the first to end); bursts, recurring errors and cascades
+    are one pattern per episode too.
+    """
+    repeated = []
+    for seed in SEEDS:
+        scenario, _, reports = scenario_run(seed)
+        for episode in scenario.episodes:
+            found = [
+                at
+                for at, pattern in reports
+                if pattern.type is episode.type
+                and episode.start - 1 <= at <= episode.end + GRACE[episode.type]
+                and (episode.key is None or episode.key == pattern.fingerprints[0])
+            ]
+            if len(found) > 1:
+                repeated.append((seed, episode.type.value, episode.start, found))
+    assert repeated == []
+
+
 def test_every_seed_finds_most_episodes() -> None:
     """No seed is carried by the others: each finds at least three quarters of each kind."""
     for seed in SEEDS:

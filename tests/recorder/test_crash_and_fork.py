@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -116,6 +117,82 @@ def test_sigkill_mid_spool_write_loses_only_the_torn_line(
     assert ids[: len(complete)] == complete
     assert len(ids) == len(complete) + 1
     assert counters.get("recorder.spool_corrupt") <= 1
+
+
+def test_sigkill_while_writing_sqlite_loses_nothing_acknowledged(
+    make_recorder: MakeRecorder, spool: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of a process recording into SQLite: a restart recovers all, once, uncorrupted."""
+    database = tmp_path / "faultlens.db"
+    url = f"sqlite:///{database}"
+    proc = _worker("sqlite", url, spool)
+    lock: sqlite3.Connection | None = None
+    acknowledged = 0
+    outcomes: list[int] = []
+    try:
+        assert proc.stdout is not None
+
+        def next_line() -> None:
+            nonlocal acknowledged
+            line = proc.stdout.readline() if proc.stdout is not None else ""
+            assert line, "the worker ended early"
+            published, flushed = map(int, line.split())
+            acknowledged = published
+            outcomes.append(flushed)
+
+        for _ in range(3):  # straight into SQLite
+            next_line()
+        assert outcomes == [1, 1, 1]
+        # Another connection holds the write lock: the worker's batches go to the spool.
+        lock = sqlite3.connect(database, isolation_level=None, timeout=30)
+        lock.execute("BEGIN EXCLUSIVE")
+        spooled_rounds = len(outcomes)
+        while len(outcomes) < spooled_rounds + 3 or not (spool.exists() and spool.stat().st_size):
+            next_line()
+        assert outcomes[-1] == 0
+        # Let go of the lock and kill the worker at once: wherever it is (replaying
+        # the spool into SQLite, mid-transaction, appending to the spool, publishing).
+        lock.execute("ROLLBACK")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if lock is not None:
+            lock.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+
+    # A new recorder (another process than the one killed) on the same store and spool.
+    check = sqlite3.connect(database)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        check.close()
+    restarted = make_recorder(url)
+    assert restarted.flush(30)
+    assert spool.stat().st_size == 0
+
+    check = sqlite3.connect(database)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        names = [row[0] for row in check.execute("SELECT name FROM events WHERE kind = 'error'")]
+        issue_total = check.execute("SELECT coalesce(sum(event_count), 0) FROM issues").fetchone()[
+            0
+        ]
+        unassigned = check.execute(
+            "SELECT count(*) FROM events WHERE kind = 'error' AND issue_id IS NULL"
+        ).fetchone()[0]
+    finally:
+        check.close()
+    assert len(names) == len(set(names))  # each event once
+    stored = {int(name[1:]) for name in names}
+    # Everything acknowledged (flushed into SQLite, or fsynced into the spool) is there;
+    # beyond it, only what the killed process had already written.
+    assert set(range(acknowledged)) <= stored
+    assert stored <= set(range(max(stored) + 1))
+    # Replaying a batch the killed process had committed counted nothing twice.
+    assert issue_total == len(names)
+    assert unassigned == 0
 
 
 def test_a_forked_child_records_through_its_own_store_connection(

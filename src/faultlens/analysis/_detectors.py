@@ -125,12 +125,20 @@ class ErrorSample:
     def from_event(cls, event: Event, *, fingerprint: str | None = None) -> ErrorSample | None:
         """The sample of an ``error`` event (``None`` for other kinds); never raises.
 
-        ``fingerprint`` defaults to the store's grouping of the event
+        ``fingerprint`` defaults to the store's grouping of the event: the one the
+        store gave it when it wrote it lately (the recorder's observers see each
+        batch right after it is written), else computed
         (:func:`faultlens.store._fingerprint.fingerprint`, tens of microseconds).
         """
         if event.kind != ERROR:
             return None
         payload: Mapping[str, Any] = event.payload if isinstance(event.payload, Mapping) else {}
+        if fingerprint is None and isinstance(event.id, str):
+            from faultlens.store._fingerprint import recent_fingerprint
+
+            # The store fingerprinted the events it just wrote; the recorder's
+            # observers see them right after: no need to compute it twice.
+            fingerprint = recent_fingerprint(event.id)
         if fingerprint is None:
             from faultlens.store._fingerprint import fingerprint as group
 
@@ -242,6 +250,48 @@ class _Ring:
         return None
 
 
+class _TenantBuckets:
+    """Per time bucket, the tenant of its errors (a small set once they mix): O(1) per sample.
+
+    Slots are tagged with their bucket number, so nothing is ever cleared; a
+    window's tenants are read from its buckets when a pattern opens.
+    """
+
+    __slots__ = ("n", "ticks", "values")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.ticks: list[int | None] = [None] * n
+        self.values: list[str | set[str | None] | None] = [None] * n
+
+    def add(self, tick: int, tenant: str | None) -> None:
+        slot = tick % self.n
+        if self.ticks[slot] != tick:
+            self.ticks[slot] = tick
+            self.values[slot] = tenant
+            return
+        value = self.values[slot]
+        if isinstance(value, set):
+            if len(value) < _MAX_TRACKED_NAMES:  # past that the pattern is mixed anyway
+                value.add(tenant)
+        elif value != tenant:
+            self.values[slot] = {value, tenant}
+
+    def join_into(self, state: _Ongoing, first: int, last: int) -> None:
+        """Join the tenants of buckets ``first`` to ``last`` (inclusive) into ``state``."""
+        tenants: set[str | None] = set()
+        for tick in range(max(first, last - self.n + 1), last + 1):
+            slot = tick % self.n
+            if self.ticks[slot] != tick:
+                continue
+            value = self.values[slot]
+            if isinstance(value, set):
+                tenants |= value
+            else:
+                tenants.add(value)
+        state.join_tenants(tenants)
+
+
 class _Ongoing:
     """The mutable state of one ongoing pattern (snapshots are :class:`Pattern`)."""
 
@@ -264,6 +314,8 @@ class _Ongoing:
         "resumed",
         "root",
         "tenant_id",
+        "tenants",
+        "tenants_mixed",
         "threshold",
         "trend_p",
     )
@@ -286,6 +338,11 @@ class _Ongoing:
         self.trend_p: float | None = None
         self.details: dict[str, Any] = {}
         self.tenant_id = tenant_id
+        # The tenants of the errors behind the pattern (None: errors without one), at
+        # most _MAX_TRACKED_NAMES; tenants_mixed when there were more, or a mix whose
+        # members are not known.  One tenant: the pattern carries it.
+        self.tenants: set[str | None] = set()
+        self.tenants_mixed = False
         self.new = True
         self.resumed = False
         self.dirty = False
@@ -304,6 +361,9 @@ class _Ongoing:
         elif ts < self.first:
             self.first = ts
         self.dirty = True
+        tenant = sample.tenant_id
+        if tenant not in self.tenants:
+            self.join_tenants((tenant,))
         layer = sample.layer
         if layer is not None:
             layers = self.layers
@@ -319,6 +379,27 @@ class _Ongoing:
             prints[fp] = count
         else:
             self.other_fingerprints += count
+
+    def join_tenants(self, tenants: Iterable[str | None], *, mixed: bool = False) -> None:
+        """Count the tenants of errors that joined the pattern (bounded)."""
+        known = self.tenants
+        for tenant in tenants:
+            if tenant in known:
+                continue
+            if len(known) < _MAX_TRACKED_NAMES:
+                known.add(tenant)
+            else:
+                self.tenants_mixed = True
+        if mixed:
+            self.tenants_mixed = True
+
+    def tenant(self) -> str | None:
+        """The one tenant every error behind the pattern has, else None."""
+        if len(self.tenants) == 1 and not self.tenants_mixed:
+            return next(iter(self.tenants))
+        if not self.tenants and not self.tenants_mixed:
+            return self.tenant_id
+        return None
 
     def confidence(self) -> float:
         found = confidence(self.evidence, self.threshold)
@@ -340,6 +421,10 @@ class _Ongoing:
         details = dict(self.details)
         if self.other_fingerprints:
             details["other_fingerprint_errors"] = self.other_fingerprints
+        tenant = self.tenant()
+        if tenant is None and (len(self.tenants) > 1 or self.tenants_mixed):
+            # Several tenants: the pattern is no one tenant's; say which ones (bounded).
+            details["tenant_ids"] = sorted(self.tenants, key=lambda t: (t is None, t or ""))
         return make_pattern(
             self.id,
             type,
@@ -352,7 +437,7 @@ class _Ongoing:
             round(self.confidence(), 4),
             actions,
             MappingProxyType(details),
-            self.tenant_id,
+            tenant,
             ended_at,
         )
 
@@ -515,6 +600,10 @@ class _Detector:
             key, pattern.id, pattern.first_occurrence, pattern.last_occurrence, pattern.tenant_id
         )
         state.occurrences = pattern.occurrences
+        if pattern.tenant_id is not None:
+            state.tenants.add(pattern.tenant_id)
+        elif isinstance(tenant_ids := pattern.details.get("tenant_ids"), list):
+            state.join_tenants((t if isinstance(t, str) else None for t in tenant_ids), mixed=True)
         state.layers = dict.fromkeys(pattern.layers, 0)
         state.prints = dict.fromkeys(pattern.fingerprints, 0)
         state.details = dict(pattern.details)
@@ -727,6 +816,7 @@ class BurstDetector(_Detector):
         self.key = key
         width = self.window / self.buckets
         self._ring = _Ring(width, self.buckets)
+        self._tenants = _TenantBuckets(self.buckets)
         self._alpha = 1.0 - math.exp(-width / self.baseline_tau)
         self._scale = float(self.buckets)  # errors per bucket -> errors per window
         self.baseline = 0.0
@@ -778,6 +868,7 @@ class BurstDetector(_Detector):
         if tick != self._folded_tick:
             self._fold(tick)
         total = ring.add(ts, sample.count)
+        self._tenants.add(tick, sample.tenant_id)
         state = self._ongoing.get(self.key) if self._ongoing else None
         if state is None:
             self._recent.append(sample)
@@ -804,6 +895,8 @@ class BurstDetector(_Detector):
             return
         for earlier in window:  # the burst's errors that are still remembered
             opened.touch(earlier)
+        # Every error in the window, remembered or not, says whose burst it is.
+        self._tenants.join_into(opened, tick - self.buckets + 1, tick)
         opened.occurrences = total
         opened.evidence = total
         opened.threshold = limit
@@ -854,6 +947,8 @@ class _LayerSurge:
         "recent",
         "reported",
         "ring",
+        "tenants",
+        "tenants_mixed",
         "top",
         "top_count",
     )
@@ -861,7 +956,11 @@ class _LayerSurge:
     def __init__(self, width: float, n: int) -> None:
         self.ring = _Ring(width, n)
         # The last errors of the layer, so a surge knows the errors that started it.
-        self.recent: deque[tuple[float, str, str | None, int]] = deque(maxlen=_MAX_TRACKED_NAMES)
+        self.recent: deque[tuple[float, str, str | None, int, str | None]] = deque(
+            maxlen=_MAX_TRACKED_NAMES
+        )
+        self.tenants: set[str | None] = set()  # of the surge's errors (bounded)
+        self.tenants_mixed = False  # more tenants than kept
         self.onset: float | None = None  # when the count last reached min_errors
         self.prints: dict[str, int] = {}
         self.errors = 0  # since the surge started
@@ -874,8 +973,28 @@ class _LayerSurge:
     def root(self) -> str:
         return self.top
 
-    def count(self, fp: str, cid: str | None, amount: int) -> None:
+    def start(self, ts: float) -> None:
+        """A surge starts at ``ts``: count the recent errors of the layer into it."""
+        self.onset = ts
+        self.prints.clear()
+        self.top, self.top_count = "", 0
+        self.errors = 0
+        self.correlations.clear()
+        self.tenants.clear()
+        self.tenants_mixed = False
+        span = self.ring.width * self.ring.n
+        for at, fp, cid, amount, tenant in self.recent:
+            if ts - at < span:
+                self.count(fp, cid, amount, tenant)
+
+    def count(self, fp: str, cid: str | None, amount: int, tenant: str | None) -> None:
         self.errors += amount
+        tenants = self.tenants
+        if tenant not in tenants:
+            if len(tenants) < _MAX_TRACKED_NAMES:
+                tenants.add(tenant)
+            else:
+                self.tenants_mixed = True
         prints = self.prints
         if fp in prints:
             prints[fp] += amount
@@ -998,7 +1117,8 @@ class CascadeDetector(_Detector):
                 ts=ts,
                 layers=layers,
                 prints=[fp for _, fp, _ in steps],
-                tenant_id=chain.tenant_id,
+                tenants=(chain.tenant_id,),
+                tenants_mixed=False,
                 scope="correlation",
                 cid=cid,
                 spanned=len(steps),
@@ -1011,7 +1131,9 @@ class CascadeDetector(_Detector):
     def _surge(self, rank: int, sample: ErrorSample) -> None:
         ts = sample.timestamp
         surge = self._surges[rank]
-        surge.recent.append((ts, sample.fingerprint, sample.correlation_id, sample.count))
+        surge.recent.append(
+            (ts, sample.fingerprint, sample.correlation_id, sample.count, sample.tenant_id)
+        )
         total = surge.ring.add(ts, sample.count)
         if total is None:
             return
@@ -1019,27 +1141,19 @@ class CascadeDetector(_Detector):
             surge.onset = None
             return
         if surge.onset is None:  # the count just reached min_errors: a surge starts
-            surge.onset = ts
-            surge.prints.clear()
-            surge.top, surge.top_count = "", 0
-            surge.errors = 0
-            surge.correlations.clear()
-            span = surge.ring.width * surge.ring.n
-            for at, fp, cid, amount in surge.recent:
-                if ts - at < span:
-                    surge.count(fp, cid, amount)
+            surge.start(ts)
             # A surge that starts while a lower layer surges follows it: it is no root.
             surge.follows = any(
                 below.onset is not None and below.ring.total_at(ts) >= self.min_errors
                 for below in self._surges[:rank]
             )
         else:
-            surge.count(sample.fingerprint, sample.correlation_id, sample.count)
+            surge.count(sample.fingerprint, sample.correlation_id, sample.count, sample.tenant_id)
         if rank == 0:
             return
         # A chain of surges ending here: each lower one started no later, and within the window.
         chain = [rank]
-        onset = surge.onset
+        onset: float = ts if surge.onset is None else surge.onset  # just started: ts
         surges = self._surges
         for lower in range(rank - 1, -1, -1):
             below = surges[lower]
@@ -1065,10 +1179,12 @@ class CascadeDetector(_Detector):
         layers = [self.layer_order[r] for r in reversed(chain)]
         prints = [self._surges[r].root() for r in reversed(chain)]
         assert bottom.onset is not None
+        tenants, mixed = self._tenants_of(chain)
         if bottom.reported == bottom.onset:
             state = self._ongoing.get(root)
             if state is not None:
                 self._extend(state, layers, prints, ts, len(chain))
+                state.join_tenants(tenants, mixed=mixed)
             return
         bottom.reported = bottom.onset
         self._cascade(
@@ -1077,11 +1193,22 @@ class CascadeDetector(_Detector):
             ts=ts,
             layers=layers,
             prints=prints,
-            tenant_id=sample.tenant_id,
+            tenants=tenants,
+            tenants_mixed=mixed,
             scope="across",
             cid=None,
             spanned=len(chain),
         )
+
+    def _tenants_of(self, chain: list[int]) -> tuple[set[str | None], bool]:
+        """The tenants of every surge in ``chain``: one tenant's cascade, or several's."""
+        tenants: set[str | None] = set()
+        mixed = False
+        for r in chain:
+            surge = self._surges[r]
+            tenants |= surge.tenants
+            mixed = mixed or surge.tenants_mixed
+        return tenants, mixed
 
     def _cascade(
         self,
@@ -1091,14 +1218,15 @@ class CascadeDetector(_Detector):
         ts: float,
         layers: list[str],
         prints: list[str],
-        tenant_id: str | None,
+        tenants: Iterable[str | None],
+        tenants_mixed: bool,
         scope: str,
         cid: str | None,
         spanned: int,
     ) -> _Ongoing | None:
         state = self._ongoing.get(root)
         if state is None:
-            state = self._open(root, started, ts, tenant_id, root)
+            state = self._open(root, started, ts, None, root)
             if state is None:
                 return None
             state.root = root
@@ -1107,6 +1235,7 @@ class CascadeDetector(_Detector):
             if cid is not None:
                 state.details["correlation_id"] = cid
         state.occurrences += 1
+        state.join_tenants(tenants, mixed=tenants_mixed)
         state.prints[root] = state.prints.get(root, 0) + 1
         state.dirty = True
         state.last_held = max(state.last_held, ts)
@@ -1210,8 +1339,11 @@ class DegradationDetector(_Detector):
     Nothing is evaluated before two windows of history (``trend_windows`` for
     the trend), and a silence (no error) longer than ``window`` starts the
     history again.  Confidence: the ratio against its threshold, or ``1 - p``
-    for a trend, whichever is higher.  A degradation ends once neither test
-    has held for ``clear_after`` (default: ``window``).
+    for a trend, whichever is higher.  While a degradation is ongoing both tests
+    hold it at p <= ``hold_alpha`` (0.05): a slow rise whose latest windows are
+    not significant enough to start a pattern still continues the one it is in.
+    It ends once neither test has held for ``clear_after`` (default: two
+    windows), so one rise is one pattern, updated, not two or three.
     """
 
     type = PatternType.DEGRADATION
@@ -1233,12 +1365,14 @@ class DegradationDetector(_Detector):
         ratio_alpha: float = 0.005,
         trend_windows: int = 8,
         trend_alpha: float = 0.005,
+        hold_alpha: float = 0.05,
         clear_after: float | timedelta | None = None,
         update_interval: float | timedelta = 60.0,
         key: str = "all",
         source: str = "process",
     ) -> None:
         self.window = _seconds(window, "window")
+        self.hold_alpha = _number(hold_alpha, "hold_alpha")
         self.factor = _number(factor, "factor", minimum=1.0)
         self.min_recent = _positive_int(min_recent, "min_recent")
         self.min_previous = _positive_int(min_previous, "min_previous")
@@ -1246,7 +1380,8 @@ class DegradationDetector(_Detector):
         self.trend_alpha = _number(trend_alpha, "trend_alpha")
         self.ratio_alpha = _number(ratio_alpha, "ratio_alpha")
         super().__init__(
-            clear_after=self.window if clear_after is None else clear_after,
+            # A while: a slow rise that pauses for a window is still the same degradation.
+            clear_after=2 * self.window if clear_after is None else clear_after,
             update_interval=update_interval,
             max_patterns=1,
             source=source,
@@ -1255,6 +1390,7 @@ class DegradationDetector(_Detector):
         self._width = self.window / self._SUB
         self._size = self.trend_windows * self._SUB
         self._counts = [0] * self._size  # completed sub-buckets, a ring
+        self._tenants = _TenantBuckets(self._size + self._SUB)
         self._tick: int | None = None  # the current (open) sub-bucket
         self._current = 0
         self._completed = 0  # sub-buckets completed since the history (re)started
@@ -1264,6 +1400,7 @@ class DegradationDetector(_Detector):
     def _restart(self, tick: int) -> None:
         for i in range(self._size):
             self._counts[i] = 0
+        self._tenants = _TenantBuckets(self._size + self._SUB)
         self._tick = tick
         self._current = 0
         self._completed = 0
@@ -1323,11 +1460,17 @@ class DegradationDetector(_Detector):
         windows = min(len(sums) - 1, self._completed // sub - 1)
         trimmed = [self._trimmed(tick - w * sub) for w in range(windows + 1)]
         trimmed_reference = max(trimmed[1], sorted(trimmed[1:])[windows // 2])
+        # An ongoing degradation goes on while the rise is still there at p <= hold_alpha:
+        # a slow rise whose last windows are no longer significant enough to *start* a
+        # pattern is the same degradation, not a new one when it clears that bar again.
+        going = self.key in self._ongoing
+        ratio_alpha = max(self.ratio_alpha, self.hold_alpha) if going else self.ratio_alpha
+        trend_alpha = max(self.trend_alpha, self.hold_alpha) if going else self.trend_alpha
         by_ratio = (
             previous >= self.min_previous
             and recent >= limit
             and trimmed[0] >= self.factor * trimmed_reference
-            and rise_p_value(recent, reference) <= self.ratio_alpha
+            and rise_p_value(recent, reference) <= ratio_alpha
             and rise_p_value(trimmed[0], trimmed_reference) <= _TRIMMED_ALPHA
         )
         p = 1.0
@@ -1337,7 +1480,7 @@ class DegradationDetector(_Detector):
             early, late = sum(sums[:half]), sum(sums[-half:])
             if late >= self.factor * max(early, self.min_previous):
                 _, p = mann_kendall(sums)
-                by_trend = p <= self.trend_alpha
+                by_trend = p <= trend_alpha
         self._holding = by_ratio or by_trend
         if not self._holding:
             return
@@ -1348,6 +1491,8 @@ class DegradationDetector(_Detector):
             state = self._open(self.key, started, at, None, self.key)
             if state is None:
                 return
+            # Whose errors rose: the tenants of the windows the test compared.
+            self._tenants.join_into(state, tick - sub if by_ratio else tick - size, tick - 1)
             state.occurrences = recent
             state.details = {"window_s": self.window, "factor": self.factor}
         state.last_held = max(state.last_held, at)
@@ -1380,6 +1525,7 @@ class DegradationDetector(_Detector):
             self._current += sample.count
         elif tick > current - self._size:
             self._counts[tick % self._size] += sample.count
+        self._tenants.add(tick, sample.tenant_id)
         state = self._ongoing.get(self.key)
         if state is not None:
             state.touch(sample)

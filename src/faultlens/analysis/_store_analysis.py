@@ -321,9 +321,10 @@ class StoreAnalyzer:
         start = (since // self.bucket) * self.bucket
         seen = self._seen
         samples: list[tuple[float, object, int, str]] = []
-        wanted = {type(d) for d in self._detectors}
+        wanted: set[type] = {type(d) for d in self._detectors}
+        by_layer: set[type] = {BurstDetector, DegradationDetector}
         queries: list[str] = []
-        if wanted & {BurstDetector, DegradationDetector}:
+        if wanted & by_layer:
             queries.append("layer")
         if RecurringDetector in wanted:
             queries.append("issue")

@@ -54,6 +54,8 @@ __all__ = [
     "fingerprint_json",
     "grouping_components",
     "normalize_message",
+    "recent_fingerprint",
+    "remember_fingerprint",
     "stack_grouping_json",
 ]
 
@@ -357,6 +359,35 @@ def _site(frame: Mapping[str, Any]) -> str:
     module = _str(frame.get("module")) or _str(frame.get("filename"), 4096) or "?"
     function = _str(frame.get("function")) or "?"
     return f"{module} in {function}"[:_CULPRIT_MAX]
+
+
+# --- fingerprints the store just computed -----------------------------------------------------
+
+# Event id -> the fingerprint the store grouped it under, for the error events written
+# lately: the recorder hands each batch to its observers (the pattern monitor) right
+# after writing it, and the monitor needs the same fingerprint, which costs tens of
+# microseconds to compute again.  Two generations of at most _RECENT_MAX ids each: a
+# lookup is two dict probes, forgetting is dropping the older dict (no per-entry
+# eviction).  Dict operations are atomic under the GIL; a lost update is only a miss.
+_RECENT_MAX: Final = 8192
+_recent: dict[str, str] = {}
+_recent_older: dict[str, str] = {}
+
+
+def remember_fingerprint(event_id: str, value: str) -> None:
+    """Remember the fingerprint the store gave the error event ``event_id`` (bounded)."""
+    global _recent, _recent_older
+    recent = _recent
+    if len(recent) >= _RECENT_MAX:
+        _recent_older, _recent = recent, {}
+        recent = _recent
+    recent[event_id] = value
+
+
+def recent_fingerprint(event_id: str) -> str | None:
+    """The fingerprint the store gave ``event_id`` lately (see above), or None."""
+    found = _recent.get(event_id)
+    return found if found is not None else _recent_older.get(event_id)
 
 
 def fingerprint(event: Event, *, version: int = GROUPING_VERSION) -> Grouping | None:

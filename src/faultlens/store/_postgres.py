@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -21,6 +22,7 @@ from typing import Any, Final, Literal
 import orjson
 
 from faultlens._clock import get_clock
+from faultlens._metrics import counters
 from faultlens.errors import MissingExtraError
 from faultlens.store._migrate import SCHEMA_MIGRATIONS_SQL, pending
 from faultlens.store._queries import Cursor
@@ -28,6 +30,12 @@ from faultlens.store._sanitize import Cleaned
 from faultlens.store._sql import Grouped, SQLStore
 
 __all__ = ["PostgresStore"]
+
+
+def _close_later(pool: Any) -> None:
+    """Close a replaced pool on a thread of its own: its workers may sit in a connect."""
+    threading.Thread(target=pool.close, name="faultlens-store-close", daemon=True).start()
+
 
 _MEMBER_COLUMNS: Final = {"issue_users": "user_id", "issue_sessions": "session_id"}
 _INCOMING: Final = "faultlens_incoming"
@@ -93,6 +101,9 @@ class PostgresStore(SQLStore):
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
         self._stale: list[Any] = []
+        self._broken: Any = None  # the pool that failed; replaced on next use
+        self._lent = 0  # connections our callers hold now
+        self._lent_lock = threading.Lock()
 
     # -- connections -------------------------------------------------------------------
 
@@ -109,39 +120,100 @@ class PostgresStore(SQLStore):
 
     def _connections(self) -> Any:
         pool = self._pool
-        if pool is not None and self._pid == os.getpid():
+        if pool is not None and self._pid == os.getpid() and pool is not self._broken:
             return pool
         with self._pool_lock:
-            if self._pool is None or self._pid != os.getpid():
-                from psycopg.conninfo import conninfo_to_dict
-                from psycopg_pool import ConnectionPool
-
-                if self._pool is not None:
-                    # Forked: the parent's connections are not ours to use or close.
-                    self._stale.append(self._pool)
-                kwargs: dict[str, Any] = {"application_name": "faultlens"}
-                if "connect_timeout" not in conninfo_to_dict(self._conninfo):
-                    kwargs["connect_timeout"] = max(1, round(self._timeout))
-                pool = ConnectionPool(
-                    self._conninfo,
-                    kwargs=kwargs,
-                    min_size=1,
-                    max_size=self._pool_size,
-                    open=False,
-                    configure=self._configure,
-                    check=ConnectionPool.check_connection,
-                    timeout=self._timeout,
-                    name="faultlens-store",
-                )
-                pool.open(wait=False)
-                self._pool = pool
+            if self._pool is not None and self._pid != os.getpid():
+                # Forked: the parent's connections are not ours to use or close.
+                self._stale.append(self._pool)
+                self._pool = None
+            elif self._pool is not None and self._pool is self._broken:
+                # Every idle connection of that pool predates the failure, and its
+                # reconnect backoff (1 s, doubling up to minutes) is not ours to wait
+                # out: a new pool connects at once, when the caller (the recorder's
+                # own retry) comes around.
+                _close_later(self._pool)
+                self._pool = None
+                counters.incr("store.reconnects")
+            if self._pool is None:
+                self._pool = self._new_pool()
                 self._pid = os.getpid()
+            self._broken = None
             return self._pool
+
+    def _new_pool(self) -> Any:
+        from psycopg.conninfo import conninfo_to_dict
+        from psycopg_pool import ConnectionPool
+
+        kwargs: dict[str, Any] = {"application_name": "faultlens"}
+        if "connect_timeout" not in conninfo_to_dict(self._conninfo):
+            kwargs["connect_timeout"] = max(1, round(self._timeout))
+        pool = ConnectionPool(
+            self._conninfo,
+            kwargs=kwargs,
+            min_size=1,
+            max_size=self._pool_size,
+            open=False,
+            configure=self._configure,
+            # Checked here (_checked), not by the pool: the pool sleeps 1 s, 2 s, ...
+            # between stale connections it finds, where one failed check is enough
+            # to know the server went away and every idle connection with it.
+            timeout=self._timeout,
+            # A pool nobody calls gives up reconnecting soon; the next caller starts
+            # a fresh pool (see _connections) instead of waiting for a backoff.
+            reconnect_timeout=max(self._timeout, 1.0),
+            name="faultlens-store",
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _checked(self, deadline: float) -> tuple[Any, Any]:
+        """A pool and a connection of it that just answered; a dead pool is replaced once."""
+        from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+        for attempt in (1, 2):
+            pool = self._connections()
+            try:
+                conn = pool.getconn(timeout=max(deadline - time.monotonic(), 0.001))
+            except (PoolTimeout, PoolClosed):
+                if not self._lent:
+                    # Nobody holds a connection, yet none came within the timeout: the
+                    # server is unreachable, start afresh next time.  (With connections
+                    # lent out, the pool may only be exhausted by slow callers.)
+                    self._broken = pool
+                raise
+            try:
+                ConnectionPool.check_connection(conn)
+            except self._psycopg.Error:
+                pool.putconn(conn)  # broken: the pool closes it
+                self._broken = pool
+                if attempt == 2 or time.monotonic() >= deadline:
+                    raise
+                continue
+            return pool, conn
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A checked connection in a transaction: committed on success, rolled back otherwise."""
+        pool, conn = self._checked(time.monotonic() + self._timeout)
+        with self._lent_lock:
+            self._lent += 1
+        try:
+            with conn:  # the pool's connections stay open on exit: they go back to it
+                yield conn
+        except self._psycopg.Error:
+            if conn.broken or conn.closed:  # the server went away mid-transaction
+                self._broken = pool
+            raise
+        finally:
+            with self._lent_lock:
+                self._lent -= 1
+            pool.putconn(conn)
 
     @contextmanager
     def _write(self) -> Iterator[Cursor]:
-        # The pool's context commits when the block succeeds and rolls back otherwise.
-        with self._connections().connection(timeout=self._timeout) as conn, conn.cursor() as cur:
+        with self._connection() as conn, conn.cursor() as cur:
             yield cur
 
     _read = _write
@@ -151,6 +223,7 @@ class PostgresStore(SQLStore):
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.close()
             self._pool = None
+            self._broken = None
 
     def _hint(self, exc: BaseException) -> str:
         from psycopg_pool import PoolTimeout
@@ -197,7 +270,7 @@ class PostgresStore(SQLStore):
         from psycopg import sql
 
         key = f"faultlens.migrate:{self._schema or ''}"
-        with self._connections().connection(timeout=self._timeout) as conn:
+        with self._connection() as conn:
             # A session lock taken before the migration's transaction starts: that
             # transaction then sees everything an earlier holder committed (with a
             # transaction-scoped lock, CREATE ... IF NOT EXISTS could still race).

@@ -40,6 +40,7 @@ from faultlens.store._fingerprint import (
     GROUPING_VERSION,
     event_title,
     fingerprint,
+    remember_fingerprint,
     stack_grouping_json,
 )
 from faultlens.store._protocol import Alert, CleanupProgress, EventStats, RecoveryStats
@@ -125,8 +126,11 @@ def group_event(event: Event) -> Grouped:
         digest, culprit = stack_grouping_json(event, frozen=True)
         if not digest:
             raise ValueError("empty fingerprint")
+        value = clip(str(digest), 256)
+        # The pattern monitor observes this event right after the write: it reuses this.
+        remember_fingerprint(event.id, value)
         return Grouped(
-            clip(str(digest), 256),
+            value,
             GROUPING_VERSION,
             None,
             None if culprit is None else clip(str(culprit), _MAX_TITLE_CHARS),

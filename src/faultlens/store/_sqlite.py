@@ -124,20 +124,29 @@ class SQLiteStore(SQLStore):
         with self._lock:
             conn = self._writer_connection()
             conn.execute("BEGIN IMMEDIATE")
+            cur = conn.cursor()
             try:
-                cur = conn.cursor()
                 yield cur
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                # Closed under the lock: a cursor the caller still references would
+                # otherwise reset its statement whenever it is freed, possibly while
+                # another thread writes on this shared connection ("API misuse").
+                cur.close()
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
         if self._memory:  # one in-memory database: one connection
             with self._lock:
-                yield self._writer_connection().cursor()
+                cur = self._writer_connection().cursor()
+                try:
+                    yield cur
+                finally:
+                    cur.close()  # under the lock, as in _write
             return
         reader: _Reader | None = getattr(self._local, "reader", None)
         if reader is None or reader.pid != os.getpid():
