@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
+import logging
 import string
 import time
 from collections import OrderedDict, namedtuple
@@ -507,7 +508,7 @@ def test_dataclasses_and_named_tuples_become_dicts() -> None:
 
 
 def test_unknown_objects_are_left_for_the_encoder() -> None:
-    """Objects of other types come back as they are; redact_text handles their str()."""
+    """Other objects come back as they are (enums as their value); redact_text does str()."""
 
     class Opaque:
         def __str__(self) -> str:
@@ -517,7 +518,7 @@ def test_unknown_objects_are_left_for_the_encoder() -> None:
     out = R.redact({"obj": opaque, "colour": Colour.RED, "n": 10**30, "f": 1.5, "c": 2j})
     assert isinstance(out, dict)
     assert out["obj"] is opaque
-    assert out["colour"] is Colour.RED
+    assert out["colour"] == Colour.RED.value  # an enum member becomes its (redacted) value
     assert out["n"] == 10**30
     assert R.redact_text(str(opaque)) == "Opaque(token=[REDACTED])"
 
@@ -951,3 +952,27 @@ def test_clean_json_needs_known_clean_keys() -> None:
     redactor.redact_mapping({"fresh_key": 1, "password": "x"})
     assert redactor._clean_json({"fresh_key": 1}) == b'{"fresh_key":1}'
     assert redactor._clean_json({"password": None}) is None
+
+
+def test_an_enum_holding_a_secret_is_redacted_in_logs_and_by_the_redactor() -> None:
+    """orjson writes an enum as its value, so a secret in that value is redacted too."""
+    import io
+
+    from faultlens.logs import configure_logging, get_logger, reset_logging
+
+    class Credential(enum.Enum):
+        DEPLOY = "Bearer abcdefghijklmnopqrstuvwxyz0123456789"
+        NESTED = ("x", {"password": "hunter2"})
+
+    assert Redactor().redact({"k": Credential.DEPLOY}) == {"k": "Bearer [REDACTED]"}
+    stream = io.StringIO()
+    configure_logging(stream=stream)
+    try:
+        get_logger("enum").info("m", k=Credential.DEPLOY, n=Credential.NESTED)
+        logging.getLogger("enum.std").info("m", extra={"k": Credential.DEPLOY})
+    finally:
+        reset_logging()
+    out = stream.getvalue()
+    assert out.count("\n") == 2
+    assert "abcdefghijklmnopqrstuvwxyz" not in out
+    assert "hunter2" not in out

@@ -52,6 +52,7 @@ import ipaddress
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TypeVar
 
 import orjson
@@ -328,7 +329,8 @@ class Redactor:
         (other keys are converted with ``str()``; keys are scanned like text), lists
         stay lists, tuples stay tuples, sets and frozensets become lists (their items
         may no longer be hashable or distinct once redacted), ``bytes`` become
-        redacted text.  Objects of other types are returned as they are: redact
+        redacted text, an enum member its redacted value (what orjson would write).
+        Objects of other types are returned as they are: redact
         their ``str()`` with :meth:`redact_text` when you serialise them.
         """
         if not self.enabled:
@@ -465,6 +467,9 @@ class Redactor:
             kind, "__dataclass_fields__"
         ):
             return self._container(value, level, active)
+        if isinstance(value, Enum):
+            # orjson writes an enum as its value, so the value is what gets redacted.
+            return self._value(value.value, level + 1, active)
         return value
 
     def _container(self, value: object, level: int, active: set[int] | None) -> object:
