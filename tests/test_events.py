@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import faultlens
 from faultlens import events
@@ -61,21 +62,31 @@ def test_failing_subscriber_is_isolated_and_counted(capsys) -> None:  # type: ig
 def test_subscribe_is_thread_safe() -> None:
     """Concurrent subscribe/close while publishing loses no subscriber and raises nothing."""
     stop = threading.Event()
+    publishing = threading.Event()
     received: list[int] = []
 
     def publisher() -> None:
         while not stop.is_set():
             events.emit("tick", "t")
+            publishing.set()
 
     keeper = events.subscribe(lambda e: received.append(1), kinds=["tick"])
     t = threading.Thread(target=publisher)
     t.start()
+    # The churn starts once the publisher runs (it may not have run at all yet when a
+    # loaded machine keeps the new thread off the CPU) ...
+    assert publishing.wait(30)
     for _ in range(200):
         events.subscribe(lambda e: None).close()
+    # ... and the keeper still receives what is published after it.
+    before = len(received)
+    deadline = time.monotonic() + 30
+    while len(received) == before and time.monotonic() < deadline:
+        stop.wait(0.001)
     stop.set()
     t.join()
     keeper.close()
-    assert received
+    assert len(received) > before
     assert not events.has_subscribers("tick")
 
 

@@ -387,16 +387,16 @@ def test_clean_text_is_returned_as_is() -> None:
 
 
 def test_secret_at_the_end_of_a_huge_string() -> None:
-    """Long strings are scanned whole, in linear time."""
+    """Long strings are scanned whole, in linear time (CPU time of this thread, see below)."""
     for text in [
         "x" * 1_000_000 + " password=hunter2",
         "word " * 200_000 + VISA,
         "a:b " * 100_000 + f"Bearer {JWT}",
     ]:
-        started = time.perf_counter()
+        started = time.thread_time()
         out = R.redact_text(text)
         assert out.endswith(REDACTED)
-        assert time.perf_counter() - started < 5
+        assert time.thread_time() - started < 5
 
 
 def test_hostile_text_stays_linear() -> None:
@@ -420,9 +420,11 @@ def test_hostile_text_stays_linear() -> None:
     ]
     redactor = Redactor(redact_emails=True, redact_ips=True)
     for text in hostile:
-        started = time.perf_counter()
+        # This thread's CPU time, not wall time: on a loaded machine the wall clock
+        # also counts other processes.  Backtracking would cost minutes of CPU here.
+        started = time.thread_time()
         redactor.redact_text(text)
-        assert time.perf_counter() - started < 5, text[:20]
+        assert time.thread_time() - started < 5, text[:20]
 
 
 def test_custom_marker() -> None:

@@ -253,7 +253,7 @@ def test_critical_errors_fire_with_a_correlation_id(clock: FakeClock, store: Sto
         "firing",
     )
     assert [e.event.kind for e in store.timeline("c3")] == ["error", "alert"]
-    assert engine.delivery.flush(5)
+    assert engine.delivery.flush(30)
     assert channel.sent == [alert]
     assert counters.get("alerts.fired") == 1
     engine.stop()
@@ -489,7 +489,7 @@ def test_rule_channels_route_deliveries(clock: FakeClock, store: Store) -> None:
     engine = AlertEngine(store, rules=[rule], channels=[pager, chat])
     store.write_events([critical(T0 - i) for i in range(4)])
     engine.run_once()
-    assert engine.delivery.flush(5)
+    assert engine.delivery.flush(30)
     assert (len(pager.sent), len(chat.sent)) == (1, 0)
     engine.stop()
 

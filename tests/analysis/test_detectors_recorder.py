@@ -47,7 +47,12 @@ def burst(n: int = 30, *, at: float | None = None) -> list[Event]:
     ]
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+# The ceiling of every wait for something that happens at once: long enough for
+# a loaded CI machine, never reached when the test passes.
+WAIT = 30.0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
     """Poll ``condition`` until it holds or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,7 +73,7 @@ def recorder(tmp_path: Path) -> Iterator[Recorder]:
     try:
         yield made
     finally:
-        made.close(timeout=5)
+        made.close(timeout=WAIT)
 
 
 class ThreadRecordingBurst(BurstDetector):
@@ -92,9 +97,9 @@ def test_patterns_are_detected_on_the_writer_thread_saved_and_published(
     with capture_events("pattern") as published:
         for event in burst():
             events.publish(event)
-        assert recorder.flush()
+        assert recorder.flush(WAIT)
         assert wait_for(lambda: len(published) >= 1)
-        assert recorder.flush()  # the pattern event itself is recorded
+        assert recorder.flush(WAIT)  # the pattern event itself is recorded
     assert detector.threads == {"faultlens-recorder"}
     [change] = [c for c in monitor.changes if c.change == "new"]
     assert change.pattern.type is PatternType.BURST
@@ -120,7 +125,7 @@ def test_escalation_is_fed_with_the_recorded_errors(recorder: Recorder) -> None:
     monitor = PatternMonitor().attach(recorder)
     for event in burst(6):
         events.publish(event)
-    assert recorder.flush()
+    assert recorder.flush(WAIT)
     service = monitor.escalation.service("shop")
     assert service.layers["infrastructure"]["errors_last_minute"] == 6
     assert service.should_escalate  # 6 high infrastructure errors: over its budget of 5
@@ -135,7 +140,7 @@ def test_idle_ticks_end_patterns_without_traffic(recorder: Recorder) -> None:
         monitor = PatternMonitor(DetectorSet([BurstDetector()])).attach(recorder)
         for event in burst(at=clock.time()):
             events.publish(event)
-        assert recorder.flush()
+        assert recorder.flush(WAIT)
         assert [c.change for c in monitor.changes] == ["new"]
         clock.advance(200)
         assert wait_for(lambda: [c.change for c in monitor.changes] == ["new", "ended"])
@@ -152,14 +157,14 @@ def test_a_failing_observer_is_counted_and_kept(recorder: Recorder) -> None:
     recorder.add_observer(broken)
     for event in burst(3):
         events.publish(event)
-    assert recorder.flush()
+    assert recorder.flush(WAIT)
     assert counters.get("recorder.observer_errors") >= 1
     events.publish(burst(1)[0])
-    assert recorder.flush()
+    assert recorder.flush(WAIT)
     assert sum(calls) == 4
     recorder.remove_observer(broken)
     events.publish(burst(1)[0])
-    assert recorder.flush()
+    assert recorder.flush(WAIT)
     assert sum(calls) == 4
 
 
@@ -174,7 +179,7 @@ def test_a_store_that_cannot_save_patterns_does_not_stop_detection(recorder: Rec
     with capture_events("pattern") as published:
         for event in burst():
             events.publish(event)
-        assert recorder.flush()
+        assert recorder.flush(WAIT)
     assert counters.get("analysis.save_failures") == 1
     assert [c.change for c in monitor.changes] == ["new"]
     assert len(published) == 1
@@ -190,7 +195,7 @@ def test_attach_needs_a_recorder_and_detach_stops_it(recorder: Recorder) -> None
     monitor.detach()
     for event in burst():
         events.publish(event)
-    assert recorder.flush()
+    assert recorder.flush(WAIT)
     assert list(monitor.changes) == []
     with pytest.raises(ConfigurationError):
         PatternMonitor(detectors=[BurstDetector()])  # type: ignore[arg-type]
@@ -210,7 +215,7 @@ def test_attach_to_the_configured_recorder(tmp_path: Path) -> None:
 
         current = get_recorder()
         assert current is not None
-        assert current.flush()
+        assert current.flush(WAIT)
         assert [c.change for c in monitor.changes] == ["new"]
     finally:
         faultlens.shutdown()

@@ -170,7 +170,7 @@ def test_background_loop_runs_and_stops(stores: tuple[Store, Store]) -> None:
     """start() analyses every interval on a daemon thread; close() stops it and unlocks."""
     a, b = stores
     analyzer = StoreAnalyzer(a).start(interval=0.01)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # a ceiling for a loaded machine, not a delay
     while analyzer.runs < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert analyzer.runs >= 3
@@ -256,14 +256,15 @@ def _analyse(url: str, barrier: Any) -> list[str]:
     """Run the store-level analysis once, all processes at the same moment."""
     with open_store(url) as store:
         analyzer = StoreAnalyzer(store, publish=False)
-        barrier.wait(30)
+        barrier.wait(120)  # a ceiling: spawned processes start slowly on a loaded machine
         changes = analyzer.run_once(T + 30)
-        barrier.wait(30)  # hold the lock until every process has tried
+        barrier.wait(120)  # hold the lock until every process has tried
         analyzer.close()
     return [f"{c.change}:{c.pattern.type.value}" for c in changes]
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(600)  # seven spawned processes: 15 s here, 55 s on a loaded machine
 def test_burst_across_processes_is_reported_once(postgres_url: str, spawn: SpawnContext) -> None:
     """Four processes write 10 errors each; of three analysing processes one reports one burst."""
     with spawn.Pool(4) as pool:

@@ -254,15 +254,19 @@ def test_rule_that_raises_falls_through() -> None:
 
 
 def test_classify_known_type_is_fast() -> None:
-    """Classifying a known type costs well under a microsecond (loose bound for CI)."""
+    """Classifying a known type costs well under a microsecond (loose bound for CI).
+
+    Measured in this thread's CPU time: wall time also counts the time other
+    processes of a loaded machine hold the CPU, which is not classify()'s cost.
+    """
     exc = KeyError("x")
     app = ValidationError("x", field="f")
     classify(exc)
     classify(app)
     rounds = 20_000
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(rounds):
         classify(exc)
         classify(app)
-    per_call = (time.perf_counter() - start) / (2 * rounds)
+    per_call = (time.thread_time() - start) / (2 * rounds)
     assert per_call < 2e-6, f"{per_call * 1e6:.3f} µs per classify()"

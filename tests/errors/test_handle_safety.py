@@ -24,7 +24,9 @@ from faultlens.errors import (
 )
 
 SETTINGS = settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 PREFIX = "The value of the field '"
 SUFFIX = "' is not valid."

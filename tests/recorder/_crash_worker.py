@@ -63,7 +63,7 @@ def main() -> None:
             for _ in range(50):
                 events.publish(Event("error", f"e{i}", {"blob": "x" * 500}))
                 i += 1
-            recorder.flush(5)
+            recorder.flush(30)  # generous: each line printed means 50 more spooled
             print(i, flush=True)
 
 

@@ -34,7 +34,7 @@ class FakeStore:
         """Store the events not stored yet; raise StoreDown while down."""
         self.entered.set()
         if self.gate is not None:
-            self.gate.wait(10)
+            self.gate.wait(60)  # tests open the gate; this only bounds a failed one
         with self._cond:
             if self.fail_after is not None:
                 if self.fail_after <= 0:
@@ -56,7 +56,7 @@ class FakeStore:
         """Remember that the recorder closed it."""
         self.closed = True
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> bool:
+    def wait_for(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until ``count`` rows are stored."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self.rows) >= count, timeout)
@@ -103,10 +103,15 @@ class FileStore:
 
 
 def read_rows(path: Path) -> list[dict[str, object]]:
-    """Every line of a FileStore file."""
+    """Every complete line of a FileStore file.
+
+    A test may poll the file while a worker appends to it: a last line without its
+    newline is still being written (or was cut by a kill), so it is not read.
+    """
     if not path.exists():
         return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    lines = path.read_bytes().splitlines(keepends=True)
+    return [orjson.loads(line) for line in lines if line.endswith(b"\n") and line.strip()]
 
 
 def read_ids(path: Path) -> list[str]:

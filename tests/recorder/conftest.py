@@ -43,6 +43,7 @@ def make_recorder(spool: Path) -> Iterator[MakeRecorder]:
 
     yield make
     for recorder in made:
-        recorder.close(timeout=5)
+        # A generous bound: a writer still running after the test would count into the next.
+        recorder.close(timeout=30)
     faultlens.shutdown()
     assert recorder_module.get_recorder() is None

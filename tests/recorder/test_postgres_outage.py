@@ -12,6 +12,7 @@ import contextlib
 import glob
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -262,6 +263,16 @@ def _stat(name: str) -> int:
     return faultlens.stats().get(name, 0)
 
 
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)  # Linux
+
+
+def _preemptions() -> int:
+    """How often the OS took the CPU from the calling thread (0 where it cannot tell)."""
+    if _RUSAGE_THREAD is None:
+        return 0
+    return resource.getrusage(_RUSAGE_THREAD).ru_nivcsw
+
+
 CORRELATIONS = 8
 #: Long enough that psycopg_pool's own reconnect backoff (1 s, doubling) would wait
 #: seconds between attempts when the server is back (after a 40 s outage, the store
@@ -272,10 +283,13 @@ RETRY_MAX = 1.0
 #: The bound: a connection attempt in progress gives up (the store's timeout), then the
 #: recorder's next retry (at most ``retry_max`` later) connects a fresh pool at once;
 #: plus slack for a loaded 2-core machine.
-RECONNECT_CEILING_S = STORE_TIMEOUT + RETRY_MAX + 6.0
+RECONNECT_CEILING_S = STORE_TIMEOUT + RETRY_MAX + 10.0
 RATE = 400  # requests per second, each: one operation and two error events
+SAMPLES = 300  # timed requests each phase needs at least
+WAIT = 60.0  # the ceiling of every wait: long enough for a loaded CI machine
 
 
+@pytest.mark.timeout(600)  # its waits have ceilings of their own, for a loaded machine
 def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everything(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -302,6 +316,7 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
     phase = "warmup"
     handoff: dict[str, list[int]] = {"warmup": [], "healthy": [], "outage": [], "recovery": []}
     capture: dict[str, list[int]] = {name: [] for name in handoff}
+    preempted = dict.fromkeys(handoff, 0)  # requests not timed: the OS took the CPU meanwhile
     produced: dict[str, list[str]] = {f"req-{c}": [] for c in range(CORRELATIONS)}
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -313,6 +328,7 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
         n = 0
         try:
             while not stop.is_set():
+                switches = _preemptions()
                 correlation = f"req-{n % CORRELATIONS}"
                 with faultlens.correlate(correlation_id=correlation):
                     with faultlens.operation("checkout"):
@@ -321,10 +337,20 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
                         except _Checkout as exc:
                             started = clock()
                             captured = faultlens.capture(exc, order=n)
-                            capture[phase].append(clock() - started)
+                            captured_ns = clock() - started
                     started = clock()
                     emitted = events.emit("error", "payment.declined", {"order": n})
-                    handoff[phase].append(clock() - started)
+                    handoff_ns = clock() - started
+                # A request during which the OS ran something else (the other processes
+                # of a loaded machine; a thread kept off the CPU also keeps the GIL from
+                # the writer until it drops it mid-call) measures the machine, not the
+                # hand-off.  Waiting on a lock, the GIL or I/O, as a regression would,
+                # is no preemption: such requests are timed.
+                if _preemptions() == switches:
+                    capture[phase].append(captured_ns)
+                    handoff[phase].append(handoff_ns)
+                else:
+                    preempted[phase] += 1
                 assert captured is not None
                 assert emitted is not None
                 produced[correlation] += [captured, emitted.id]
@@ -338,25 +364,34 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
         except BaseException as failure:
             failures.append(failure)
 
+    def timed(name: str) -> Callable[[], bool]:
+        """Whether phase ``name`` has its timed requests."""
+        return lambda: len(handoff[name]) >= SAMPLES
+
     producer = threading.Thread(target=produce, name="producer")
     producer.start()
     try:
-        assert _wait_until(lambda: _stat("recorder.recorded") >= 500, 10)
+        assert _wait_until(lambda: _stat("recorder.recorded") >= 500, WAIT)
         phase = "healthy"
         time.sleep(1.5)
+        # A loaded machine runs the producer below RATE: each phase lasts until it
+        # has its timed requests too (a producer held up by the outage never would).
+        assert _wait_until(timed("healthy"), WAIT), preempted
         phase = "outage"
         cluster.stop("fast")
-        assert _wait_until(lambda: _stat("recorder.spooled") > 0, 10)
+        assert _wait_until(lambda: _stat("recorder.spooled") > 0, WAIT)
         time.sleep(OUTAGE_S)
+        assert _wait_until(timed("outage"), WAIT), preempted
         cluster.start()
         back = time.monotonic()
         phase = "recovery"
-        assert _wait_until(lambda: store.first_success_after(back) is not None, 60)
+        assert _wait_until(lambda: store.first_success_after(back) is not None, WAIT)
         first = store.first_success_after(back)
         assert first is not None
         reconnected = first - back
-        assert _wait_until(lambda: _stat("recorder.replayed") > 0, 30)
+        assert _wait_until(lambda: _stat("recorder.replayed") > 0, WAIT)
         time.sleep(0.5)
+        assert _wait_until(timed("recovery"), WAIT), preempted
     finally:
         stop.set()
         producer.join(10)
@@ -365,9 +400,10 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
     assert not failures, failures
     # Recovery is prompt and bounded, whatever the outage's length: the first write
     # after the restart (the spool's replay, before anything newer) came at the
-    # recorder's next retry, not after psycopg_pool's doubling reconnect backoff.
+    # recorder's next retry, not after psycopg_pool's doubling reconnect backoff
+    # (which, after this outage, would wait about 16 s more).
     assert reconnected <= RECONNECT_CEILING_S, f"reconnected {reconnected:.2f} s after the restart"
-    assert _wait_until(lambda: recorder.flush(2), 15), faultlens.stats()
+    assert _wait_until(lambda: recorder.flush(10), WAIT), faultlens.stats()
     stats = faultlens.stats()
     faultlens.shutdown()
     store.store.close()
@@ -391,21 +427,25 @@ def test_postgres_stopped_under_steady_load_loses_no_error_and_replays_everythin
     assert stats.get("recorder.dropped.error", 0) == 0
     assert stats["recorder.spool_bytes"] == 0
     assert sum(stored.values()) == stats["recorder.recorded"] + stats["recorder.replayed"]
-    assert len(capture["outage"]) > 300  # the producer kept its pace while the store was down
+    assert len(capture["outage"]) >= SAMPLES  # the producer went on while the store was down
 
     # Application latency unaffected.  The hand-off (emit: build the event, publish
     # it, the recorder appends it to its queue) never waits for the writer; its p99 is
     # a few µs in every phase.  A regression (a lock held across a store call, spool
     # I/O on the caller's thread) costs 100 µs to seconds on many calls, so: p99 under
     # 1 ms, and within 5x the healthy p99 with a 50 µs floor, below which differences
-    # are scheduler and timer noise on a loaded 2-core machine.  The full capture()
-    # call has millisecond tails in every phase (GIL hand-overs with the writer
-    # thread), so only its median is compared.
+    # are timer noise.  Requests the OS preempted are not timed (see produce()): on a
+    # loaded 2-core machine they made p99 alone (485 µs against a healthy 37 µs).
+    # The full capture() call has millisecond tails in every phase (GIL hand-overs
+    # with the writer thread), so only its median is compared.
     healthy = _percentile(handoff["healthy"], 0.99)
     for name in ("outage", "recovery"):
         p99 = _percentile(handoff[name], 0.99)
-        assert p99 < 1000, f"hand-off p99 {name} {p99:.1f} µs (healthy {healthy:.1f} µs)"
-        assert p99 <= max(5 * healthy, 50), f"hand-off p99 {name} {p99:.1f} µs vs {healthy:.1f}"
+        seen = f"hand-off p99 {name} {p99:.1f} µs vs healthy {healthy:.1f} µs ({preempted=})"
+        assert p99 < 1000, seen
+        assert p99 <= max(5 * healthy, 50), seen
     median = _percentile(capture["outage"], 0.5)
     healthy_median = _percentile(capture["healthy"], 0.5)
-    assert median <= 2 * healthy_median, f"capture median {median:.0f} vs {healthy_median:.0f} µs"
+    assert median <= 2 * healthy_median, (
+        f"capture median {median:.0f} vs {healthy_median:.0f} µs ({preempted=})"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from faultlens.recorder import Recorder, RecorderSettings, default_spool_path, g
 
 from ._fakes import FakeStore
 from .conftest import MakeRecorder
+
+# The ceiling of every wait for something that happens at once: long enough for
+# a loaded CI machine, never reached when the test passes.
+WAIT = 30.0
 
 
 def _publish(kind: str, name: str, **payload: Any) -> Event:
@@ -40,7 +45,7 @@ def test_events_reach_the_store_after_flush(store: FakeStore, make_recorder: Mak
     """Every published event, of every kind, is in the store after flush()."""
     recorder = make_recorder(store)
     published = [_publish(kind, f"e{i}") for i, kind in enumerate(["operation", "error", "job"])]
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert set(store.rows) == {e.id for e in published}
     assert counters.get("recorder.recorded") == 3
     assert recorder.queue_depth == 0
@@ -53,7 +58,7 @@ def test_batches_hold_at_most_batch_size_events(
     recorder = make_recorder(store, batch_size=3)
     for i in range(10):
         _publish("error", f"e{i}")
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert len(store.rows) == 10
     assert max(len(call) for call in store.calls) <= 3
     assert store.names() == [f"e{i}" for i in range(10)]
@@ -66,7 +71,7 @@ def test_a_full_batch_is_written_without_waiting_for_the_interval(
     make_recorder(store, batch_size=4, flush_interval=3600)
     for i in range(4):
         _publish("operation", f"op{i}")
-    assert store.wait_for(4, timeout=5)
+    assert store.wait_for(4, timeout=WAIT)
 
 
 def test_a_partial_batch_is_written_after_flush_interval(
@@ -75,7 +80,7 @@ def test_a_partial_batch_is_written_after_flush_interval(
     """A lone event is written once flush_interval passed, with no flush() call."""
     make_recorder(store, batch_size=500, flush_interval=timedelta(milliseconds=10))
     _publish("error", "lonely")
-    assert store.wait_for(1, timeout=5)
+    assert store.wait_for(1, timeout=WAIT)
 
 
 def test_handoff_does_not_write_on_the_callers_thread(
@@ -85,12 +90,12 @@ def test_handoff_does_not_write_on_the_callers_thread(
     store.gate = threading.Event()
     recorder = make_recorder(store, batch_size=1)
     _publish("error", "first")
-    assert store.entered.wait(5)
+    assert store.entered.wait(WAIT)
     for i in range(20):
         _publish("error", f"e{i}")  # would hang here if the hand-off wrote
     assert recorder.queue_depth == 20
     store.gate.set()
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert len(store.rows) == 21
 
 
@@ -104,7 +109,7 @@ def test_a_full_queue_drops_operations_then_recoveries_then_errors(
     store.gate = threading.Event()
     recorder = make_recorder(store, queue_size=5, batch_size=1)
     _publish("operation", "blocker")
-    assert store.entered.wait(5)  # the writer is stuck on this one; the queue is empty
+    assert store.entered.wait(WAIT)  # the writer is stuck on this one; the queue is empty
     for i in range(6):
         _publish("operation", f"op{i}")  # op5 does not fit
     for i in range(3):
@@ -120,7 +125,7 @@ def test_a_full_queue_drops_operations_then_recoveries_then_errors(
     assert counters.get("recorder.dropped.recovery") == 3
     assert counters.get("recorder.dropped.error") == 1
     store.gate.set()
-    assert not recorder.flush(5)  # events were dropped since the last flush
+    assert not recorder.flush(WAIT)  # events were dropped since the last flush
     assert store.names("error") == [f"err{i}" for i in range(5)]
     assert store.names("recovery") == []
     assert store.names("operation") == ["blocker"]
@@ -134,7 +139,7 @@ def test_alert_and_audit_events_rank_with_errors(
     store.gate = threading.Event()
     recorder = make_recorder(store, queue_size=2, batch_size=1)
     _publish("operation", "blocker")
-    assert store.entered.wait(5)
+    assert store.entered.wait(WAIT)
     _publish("recovery", "rec")
     _publish("job", "job")
     _publish("alert", "alert")
@@ -142,8 +147,8 @@ def test_alert_and_audit_events_rank_with_errors(
     assert counters.get("recorder.dropped.recovery") == 1
     assert counters.get("recorder.dropped.job") == 1
     store.gate.set()
-    assert not recorder.flush(5)
-    assert recorder.flush(5)  # nothing dropped since
+    assert not recorder.flush(WAIT)
+    assert recorder.flush(WAIT)  # nothing dropped since
     assert set(store.names()) == {"blocker", "alert", "audit"}
 
 
@@ -169,7 +174,10 @@ def test_the_writer_survives_its_own_failures(
     store: FakeStore, make_recorder: MakeRecorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An exception inside the writer is counted and the writer keeps going."""
-    recorder = make_recorder(store)
+    recorder = make_recorder(store, flush_interval=3600)
+    # The writer's first round (at start) is over and it waits: from now on only
+    # flush() makes it take events, so the failing _take is the flush's round.
+    assert recorder.flush(WAIT)
     real_take = recorder._take
     calls = {"n": 0}
 
@@ -181,9 +189,9 @@ def test_the_writer_survives_its_own_failures(
 
     monkeypatch.setattr(recorder, "_take", take_failing_once)
     _publish("error", "e1")
-    assert not recorder.flush(5)  # that round failed, and says so
+    assert not recorder.flush(WAIT)  # that round failed, and says so
     assert counters.get("recorder.writer_errors") == 1
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert store.names() == ["e1"]
     assert recorder._thread is not None
     assert recorder._thread.is_alive()
@@ -200,7 +208,7 @@ def test_a_store_raising_a_base_exception_is_a_store_failure(
 
     recorder = make_recorder(Exploding())
     _publish("error", "kept")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     assert counters.get("recorder.store_failures") >= 1
     assert _spooled_names(recorder.spool_path) == ["kept"]
 
@@ -212,18 +220,20 @@ def test_store_down_spools_then_replays_in_order_without_duplicates(
     store: FakeStore, make_recorder: MakeRecorder, spool: Path
 ) -> None:
     """Batches the store refuses are spooled, then replayed in order before newer events."""
-    recorder = make_recorder(store, batch_size=7)
+    # Only flush() takes a partial batch: e30 must not be spooled by a round the
+    # writer runs on its own before the flush (a timer round, on a slow machine).
+    recorder = make_recorder(store, batch_size=7, flush_interval=3600)
     store.down = True
     for i in range(20):
         _publish("error", f"e{i:02}")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     assert _spooled_names(spool) == [f"e{i:02}" for i in range(20)]
     for i in range(20, 30):  # still down: appended after the older ones
         _publish("error", f"e{i:02}")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     store.down = False
     _publish("error", "e30")
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert store.names() == [f"e{i:02}" for i in range(31)]
     assert spool.stat().st_size == 0
     assert counters.get("recorder.spooled") == 30
@@ -242,15 +252,15 @@ def test_no_retry_before_the_backoff_unless_flushed(
     recorder = make_recorder(store, batch_size=1, flush_interval=0)
     store.down = True
     _publish("error", "a")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     failures = store.failures
     _publish("error", "b")
     _publish("error", "c")
-    deadline = threading.Event()
-    for _ in range(100):  # the writer spools them on its own, without a flush
-        if counters.get("recorder.spooled") >= 3:
-            break
-        deadline.wait(0.01)
+    pause = threading.Event()
+    deadline = time.monotonic() + WAIT
+    # The writer spools them on its own, without a flush.
+    while counters.get("recorder.spooled") < 3 and time.monotonic() < deadline:
+        pause.wait(0.01)
     assert counters.get("recorder.spooled") == 3
     assert store.failures == failures  # the store was not hammered meanwhile
 
@@ -263,12 +273,12 @@ def test_a_spool_left_by_a_previous_run_is_replayed_first(
     store.down = True
     for i in range(5):
         _publish("error", f"old{i}")
-    assert not first.close(5)
+    assert not first.close(WAIT)
     assert _spooled_names(spool) == [f"old{i}" for i in range(5)]
     store.down = False
     second = make_recorder(store)
     _publish("error", "new")
-    assert second.flush(5)
+    assert second.flush(WAIT)
     assert store.names() == [*(f"old{i}" for i in range(5)), "new"]
     assert spool.stat().st_size == 0
 
@@ -281,14 +291,14 @@ def test_a_replay_that_fails_half_way_keeps_the_spool(
     store.down = True
     for i in range(6):
         _publish("error", f"e{i}")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     store.down = False
     store.fail_after = 1  # the first replayed batch is written, then the store fails
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     assert len(_spooled_names(spool)) == 6
     assert store.names() == ["e0", "e1"]
     store.down, store.fail_after = False, None
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert store.names() == [f"e{i}" for i in range(6)]
     assert counters.get("recorder.replayed") == 6
 
@@ -302,12 +312,14 @@ def test_the_spool_is_capped_and_keeps_errors_first(
     recorder = make_recorder(
         store, spool_max_bytes=line * 4 + line // 2, batch_size=100, flush_interval=3600
     )
+    # The writer's first round (at start) is over: it cannot take part of the batch.
+    assert recorder.flush(WAIT)
     store.down = True
     for i in range(4):
         _publish("operation", f"op{i}")
     for i in range(3):
         _publish("error", f"e{i}")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     names = _spooled_names(spool)
     assert [n for n in names if n.startswith("e")] == ["e0", "e1", "e2"]
     assert len(names) == 4
@@ -326,9 +338,9 @@ def test_a_torn_spool_line_is_skipped_and_counted(
     store.down = True
     recorder = make_recorder(store)
     _publish("error", "after")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     store.down = False
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert store.names() == ["before", "after"]
     assert counters.get("recorder.spool_corrupt") == 1
 
@@ -342,12 +354,12 @@ def test_an_unwritable_spool_drops_and_counts(
     recorder = make_recorder(store, spool_path=blocker / "spool.jsonl")
     store.down = True
     _publish("error", "lost")
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     assert counters.get("recorder.spool_failures") == 1
     assert counters.get("recorder.dropped.error") == 1
     store.down = False
     _publish("error", "kept")
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     assert store.names() == ["kept"]
 
 
@@ -379,7 +391,7 @@ def test_steady_load_with_the_store_down_loses_no_error(
     stop.set()
     for thread in threads:
         thread.join()
-    assert recorder.flush(10)
+    assert recorder.flush(WAIT)
     errors = [e.id for e in store.rows.values() if e.kind == "error"]
     for worker in range(2):
         mine = set(produced[worker])
@@ -416,7 +428,7 @@ def test_stats_reports_the_recorder(store: FakeStore, spool: Path) -> None:
     _publish("error", "e")
     recorder = get_recorder()
     assert recorder is not None
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     stats = faultlens.stats()
     assert stats["recorder.recorded"] == 1
     assert stats["recorder.queue_depth"] == 0
@@ -436,7 +448,7 @@ def test_configure_again_replaces_the_recorder(store: FakeStore, spool: Path) ->
     assert second is not None
     assert second is not first
     _publish("error", "e")
-    assert second.flush(5)
+    assert second.flush(WAIT)
     assert other.names() == ["e"]
     assert store.names() == []
     faultlens.configure()
@@ -484,8 +496,12 @@ def test_close_drops_and_counts_what_it_cannot_write(store: FakeStore, spool: Pa
     store.gate = threading.Event()
     recorder = Recorder(store, settings=RecorderSettings(spool_path=spool, batch_size=1)).start()
     _publish("error", "stuck")
-    assert store.entered.wait(5)
+    assert store.entered.wait(WAIT)
     _publish("error", "queued")
     assert not recorder.close(timeout=0.05)
     assert counters.get("recorder.dropped.error") == 1
     store.gate.set()
+    # The writer finishes "stuck" and ends: it must not count into the next test.
+    assert recorder._thread is not None
+    recorder._thread.join(WAIT)
+    assert not recorder._thread.is_alive()

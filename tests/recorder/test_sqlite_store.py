@@ -20,6 +20,10 @@ from faultlens.store import open as open_store
 
 from .conftest import MakeRecorder
 
+# The ceiling of every wait for something that happens at once: long enough for
+# a loaded CI machine, never reached when the test passes.
+WAIT = 30.0
+
 
 @pytest.fixture
 def url(tmp_path: Path) -> str:
@@ -44,7 +48,9 @@ def test_configure_with_a_sqlite_url_records_and_groups(
 ) -> None:
     """configure(store="sqlite:///...") writes events; errors of one code path are one issue."""
     faultlens.configure(
-        store=url, recorder=RecorderSettings(spool_path=spool), install_log_handler=False
+        store=url,
+        recorder=RecorderSettings(spool_path=spool, shutdown_timeout=WAIT),
+        install_log_handler=False,
     )
     with faultlens.correlate(correlation_id="req-1"):
         for order in range(3):
@@ -78,18 +84,22 @@ def test_a_locked_database_is_an_outage_that_loses_no_error(
             events.publish(event)
 
     publish(30)
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     lock = sqlite3.connect(tmp_path / "faultlens.db", isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")
     publish(100)
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     assert counters.get("recorder.spooled") == 100
     publish(50)
-    assert not recorder.flush(5)
+    assert not recorder.flush(WAIT)
     lock.execute("ROLLBACK")
     lock.close()
-    publish(20)
-    assert recorder.flush(5)
+    # The flush replays the spool now.  (Publishing first raced the writer: a round
+    # it ran on its own, before the flush, spooled the newer events as well.)
+    assert recorder.flush(WAIT)
+    assert counters.get("recorder.replayed") == 150
+    publish(20)  # the spool is empty again: written directly
+    assert recorder.flush(WAIT)
     stored = [e.event.id for e in reader.timeline("load", limit=10_000)]
     assert sorted(stored) == sorted(published)
     assert len(stored) == len(set(stored)) == 200
@@ -103,19 +113,21 @@ def test_a_locked_database_is_an_outage_that_loses_no_error(
 def test_a_forked_child_reopens_the_sqlite_store(url: str, reader: Store, spool: Path) -> None:
     """After fork the child writes through its own connection, opened from the URL."""
     faultlens.configure(
-        store=url, recorder=RecorderSettings(spool_path=spool), install_log_handler=False
+        store=url,
+        recorder=RecorderSettings(spool_path=spool, shutdown_timeout=WAIT),
+        install_log_handler=False,
     )
     recorder = get_recorder()
     assert recorder is not None
     events.publish(Event("error", "parent", correlation_id="fork"))
-    assert recorder.flush(5)
+    assert recorder.flush(WAIT)
     parent_store = recorder._store
     pid = os.fork()
     if pid == 0:
         code = 3
         try:
             events.publish(Event("error", "child", correlation_id="fork"))
-            ok = recorder.flush(5)
+            ok = recorder.flush(WAIT)
             code = 0 if ok and recorder._store is not parent_store else 1
         finally:
             os._exit(code)
@@ -137,7 +149,9 @@ def test_a_bad_store_url_fails_configure() -> None:
 def test_writes_from_many_threads_all_arrive(url: str, reader: Store, spool: Path) -> None:
     """Eight threads publishing at once: every event is stored once."""
     faultlens.configure(
-        store=url, recorder=RecorderSettings(spool_path=spool), install_log_handler=False
+        store=url,
+        recorder=RecorderSettings(spool_path=spool, shutdown_timeout=WAIT),
+        install_log_handler=False,
     )
 
     def work(worker: int) -> None:

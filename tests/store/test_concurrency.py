@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from multiprocessing.context import SpawnContext
 
+import pytest
+
 from faultlens.store import Store
 from faultlens.store import open as open_store
 
 from ._helpers import T0, error, operation, write_from_process
 
 
+@pytest.mark.timeout(600)  # spawned processes start slowly on a loaded machine
 def test_processes_writing_one_database_at_once(store_url: str, spawn: SpawnContext) -> None:
     """Four processes write overlapping batches: every event once, issue counts exact."""
     open_store(store_url).migrate()  # the race on migrations has a test of its own

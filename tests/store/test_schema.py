@@ -104,6 +104,7 @@ def test_concurrent_migrations_from_threads(store_url: str) -> None:
     assert sorted(results) == [[], [], [], [], [], [1]]
 
 
+@pytest.mark.timeout(600)  # spawned processes start slowly on a loaded machine
 def test_concurrent_migrations_from_processes(store_url: str, spawn: SpawnContext) -> None:
     """Three processes migrating one database at once apply each version once."""
     with spawn.Pool(3) as pool:

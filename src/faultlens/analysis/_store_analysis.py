@@ -25,6 +25,7 @@ own; recurring ones name the issue's fingerprint and ``details["issue_id"]``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import os
@@ -155,6 +156,13 @@ class _AdvisoryLock:
 
     def release(self) -> None:
         if self._pid == os.getpid():
+            if self._held and self._conn is not None:
+                # Unlock before closing: the server ends a closed session, and frees
+                # its locks, asynchronously, so an analyzer trying right after close()
+                # could still find the lock taken.
+                # A lost connection fails the unlock: the session's end frees the lock.
+                with contextlib.suppress(Exception):
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
             self._drop()  # ending the session releases its advisory locks
         else:
             self._conn, self._held = None, False
