@@ -230,13 +230,28 @@ def _frame_name(frame: Mapping[str, Any]) -> str:
 
 
 def _stack(frames: list[Mapping[str, Any]]) -> list[str]:
-    """In-app frames (all frames when none is), outermost first, recursion collapsed."""
+    """In-app frames (all frames when none is), outermost first, recursion collapsed.
+
+    As ``frame:module.function`` components.  A frame whose module and function are
+    non-empty ``str`` (nearly all) is named here, at once; others by _frame_name.
+    """
     chosen = [f for f in frames if f.get("in_app") is True] or frames
     out: list[str] = []
+    last = last_module = last_function = None
     for frame in chosen:
-        name = _frame_name(frame)
-        if not out or out[-1] != name:
+        module = frame.get("module")
+        function = frame.get("function")
+        if type(module) is str and module and type(function) is str and function:
+            if module == last_module and function == last_function:
+                continue  # recursion: the same name as the frame before
+            last_module, last_function = module, function
+            name = f"frame:{module[:_MAX_PART_CHARS]}.{function[:_MAX_PART_CHARS]}"
+        else:
+            last_module = last_function = None
+            name = "frame:" + _frame_name(frame)
+        if name != last:
             out.append(name)
+            last = name
     return out
 
 
@@ -244,9 +259,11 @@ def _type(node: Mapping[str, Any]) -> str:
     return _str(node.get("type")) or "<unknown type>"
 
 
-def _exception_components(node: Mapping[str, Any]) -> list[str]:
+def _exception_components(
+    node: Mapping[str, Any], frames: list[Mapping[str, Any]] | None = None
+) -> list[str]:
     parts = [f"type:{_type(node)}"]
-    parts.extend(f"frame:{name}" for name in _stack(_frames(node)))
+    parts.extend(_stack(_frames(node) if frames is None else frames))
     members = [m for m in _list(node.get("group")) if _is_mapping(m)]
     if members:
         parts.extend(f"member:{t}" for t in sorted({_type(m) for m in members}))
@@ -254,7 +271,8 @@ def _exception_components(node: Mapping[str, Any]) -> list[str]:
 
 
 def _default_v1(payload: Mapping[str, Any]) -> list[str]:
-    if not _frames(payload):
+    frames = _frames(payload)
+    if not frames:
         message = payload.get("message")
         return [f"type:{_type(payload)}", f"message:{normalize_message(message)}"]
     links = [link for link in _list(payload.get("chain")) if _is_mapping(link)]
@@ -263,7 +281,7 @@ def _default_v1(payload: Mapping[str, Any]) -> list[str]:
     # cause to the captured exception, the order a traceback prints them.
     for link in reversed(links[:_MAX_LINKS]):
         parts.extend(_exception_components(link))
-    parts.extend(_exception_components(payload))
+    parts.extend(_exception_components(payload, frames))
     return parts
 
 
@@ -315,13 +333,14 @@ def _is_default(part: str) -> bool:
 
 
 def _hash(components: Sequence[str]) -> str:
-    digest = hashlib.sha1(usedforsecurity=False)
+    # Each part length-prefixed, so ("ab", "c") and ("a", "bc") differ; hashed in one
+    # update (the same digest as one update per prefix and per part).
+    blob = bytearray()
     for part in components:
-        # Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
         data = part.encode("utf-8", "surrogatepass")
-        digest.update(len(data).to_bytes(4, "big"))
-        digest.update(data)
-    return digest.hexdigest()
+        blob += len(data).to_bytes(4, "big")
+        blob += data
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest()
 
 
 def _one_line(text: str) -> str:
@@ -342,17 +361,16 @@ def _title(payload: Mapping[str, Any], name: str) -> str:
 
 def _culprit(payload: Mapping[str, Any]) -> str | None:
     """The innermost in-app frame of the captured exception, else of its root cause."""
-    candidates = [payload]
+    own = _frames(payload)
+    for frame in reversed(own):
+        if frame.get("in_app") is True:
+            return _site(frame)
     links = [link for link in _list(payload.get("chain")) if _is_mapping(link)]
     if links:
-        candidates.append(links[-1])
-    for node in candidates:
-        frames = _frames(node)
-        in_app = [f for f in frames if f.get("in_app") is True]
-        if in_app:
-            return _site(in_app[-1])
-    frames = _frames(payload)
-    return _site(frames[-1]) if frames else None
+        for frame in reversed(_frames(links[-1])):
+            if frame.get("in_app") is True:
+                return _site(frame)
+    return _site(own[-1]) if own else None
 
 
 def _site(frame: Mapping[str, Any]) -> str:
