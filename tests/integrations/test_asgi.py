@@ -357,6 +357,52 @@ def test_app_copies_of_the_headers_are_replaced() -> None:
         assert headers[b"content-type"] == [b"text/plain"]
 
 
+@pytest.mark.parametrize("access_log", [True, False])
+def test_app_headers_given_as_a_tuple_and_reused(access_log: bool) -> None:
+    """Response headers in any iterable are kept; the app's own message object is reusable."""
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": ((b"content-type", b"text/plain"), (b"x-request-id", b"from-the-app")),
+    }
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(dict(start))
+        await send({"type": "http.response.body", "body": b""})
+
+    middleware = FaultlensMiddleware(app, access_log=access_log)
+    for _ in range(2):
+        headers = response_headers(run(middleware, http_scope()))
+        assert headers[b"content-type"] == [b"text/plain"]
+        assert len(headers[b"x-request-id"]) == 1
+        assert headers[b"x-request-id"] != [b"from-the-app"]
+    assert start["headers"] == (
+        (b"content-type", b"text/plain"),
+        (b"x-request-id", b"from-the-app"),
+    )
+
+
+@pytest.mark.parametrize("traceparent", [None, TRACEPARENT])
+def test_ids_when_the_id_block_is_exhausted(traceparent: str | None) -> None:
+    """A request that finds the id pool's block used up still gets fresh, valid ids."""
+    from faultlens import _ids
+
+    _ids._discard_inherited_block()  # an exhausted block, as a forked child has
+    recorder = Recorder()
+    headers = [] if traceparent is None else [(b"traceparent", traceparent.encode())]
+    messages = run(FaultlensMiddleware(recorder, access_log=False), http_scope(headers))
+    ctx = recorder.contexts[0]
+    assert ctx is not None
+    assert re.fullmatch(r"[0-9a-f]{16}", ctx.span_id)
+    assert HEX32.fullmatch(ctx.trace_id)
+    if traceparent is not None:
+        assert ctx.trace_id == TRACE_ID
+    got = response_headers(messages)
+    assert got[b"traceparent"] == [f"00-{ctx.trace_id}-{ctx.span_id}-01".encode()]
+    assert got[b"x-correlation-id"] == [ctx.correlation_id.encode()]
+    assert got[b"x-request-id"] == [ctx.span_id.encode()]
+
+
 # --- the positional build matches context_from_headers ---------------------------------
 
 UUID_ID = "123E4567-E89B-12D3-A456-426614174000"

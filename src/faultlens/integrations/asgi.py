@@ -18,8 +18,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from time import perf_counter_ns, time
 from typing import Any, TypeAlias
 
-from faultlens._ids import is_hex_trace_id, new_span_id, new_trace_ids
-from faultlens._w3c import parse_tracestate, traceparent_ids
+from faultlens import context as _context
+from faultlens._ids import _BLOCK_CHARS, _pool, is_hex_trace_id, new_span_id, new_trace_ids
+from faultlens._w3c import (
+    _HEX_BYTE,
+    _SHAPE,
+    _SHAPE_55,
+    _VERSION_00_LENGTH,
+    _ZERO_SPAN_ID,
+    _ZERO_TRACE_ID,
+    parse_tracestate,
+    traceparent_ids,
+)
 from faultlens.context import RequestContext, _current, _otel_span_ids, use
 from faultlens.integrations._http import (
     MAX_USER_AGENT,
@@ -80,11 +90,13 @@ class FaultlensMiddleware:
     __slots__ = (
         "_access_log",
         "_headers_wanted",
+        "_hot",
         "_lean",
         "_level",
         "_logger",
         "_reject",
         "_response_names",
+        "_response_set",
         "_set_headers",
         "_trusted",
         "app",
@@ -130,6 +142,7 @@ class FaultlensMiddleware:
         # Response header names as written (lower-case, as ASGI asks), and the set of
         # them to drop from the app's own headers so no header is sent twice.
         self._response_names = (correlation, b"traceparent", request)
+        self._response_set = frozenset(self._response_names)
         # None rather than an empty TrustedProxies: its __bool__ is a Python call.
         self._trusted = settings.trusted_proxies if settings.trusted_proxies else None
         self._reject = settings.reject_invalid_ids
@@ -137,17 +150,30 @@ class FaultlensMiddleware:
         self._set_headers = settings.response_headers
         # Neither the access line nor rejection: the lean path, decided once here.
         self._lean = not (settings.access_log or settings.reject_invalid_ids)
+        # What every request reads, in one attribute (one lookup, then local names).
+        self._hot = (
+            self._lean,
+            wanted,
+            self._trusted,
+            self._response_names if self._set_headers else None,
+            self._response_set,
+        )
         self._level = settings.access_log_level
         self._logger = settings.logger
 
-    def _context_for(self, scope: Scope) -> tuple[RequestContext, bool]:  # noqa: PLR0915 (hot path, one frame)
-        """Build the request's context from its headers and peer, in one pass over them.
-
-        What :func:`faultlens.context.context_from_headers` does, specialised for
-        ASGI's raw ``bytes`` headers: ids go through :func:`accept_header_id`
-        (same answers, no decoding first) and the context is built positionally.
-        """
-        wanted = self._headers_wanted
+    async def __call__(  # noqa: PLR0915 (the hot path: one frame)
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Run one ASGI connection: ``http`` with a context, anything else untouched."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        lean, wanted, trusted, response_names, names = self._hot
+        started_ns = 0 if lean else perf_counter_ns()
+        # The request's context, from its headers and peer in one pass over them: what
+        # faultlens.context.context_from_headers does, specialised for ASGI's raw bytes
+        # headers (ids go through accept_header_id: same answers, no decoding first) and
+        # built positionally, inline here so a request costs one frame.
         correlation = request_id = user_agent = None
         traceparent: _HeaderValue = None
         tracestate: _HeaderValue = None
@@ -186,28 +212,55 @@ class FaultlensMiddleware:
             rejected = rejected or rid is None
         client = scope.get("client")
         ip: str | None = client[0] if client else None
-        if self._trusted is not None:
-            ip = resolve_client_ip(ip, self._trusted, _joined(forwarded), _joined(x_forwarded_for))
+        if trusted is not None:
+            ip = resolve_client_ip(ip, trusted, _joined(forwarded), _joined(x_forwarded_for))
         agent: str | None = None
         if user_agent is not None:
-            agent = user_agent[:MAX_USER_AGENT].decode("latin-1")
+            if len(user_agent) > MAX_USER_AGENT:
+                user_agent = user_agent[:MAX_USER_AGENT]
+            agent = user_agent.decode("latin-1")
         # What faultlens.context._build does, for a request: an active OpenTelemetry
         # span wins, else a valid traceparent is continued, else a trace starts here.
         # An invalid traceparent restarts the trace, and its tracestate goes too.
-        parent = traceparent_ids(traceparent) if traceparent is not None else None
+        parent: tuple[str, str, int] | None = None
+        if type(traceparent) is bytes and len(traceparent) == _VERSION_00_LENGTH:
+            # traceparent_ids's path for one 55-byte field, inlined (a test compares it
+            # with parse_traceparent): one translate checks the shape.
+            if traceparent.translate(_SHAPE) == _SHAPE_55:
+                version, parent_trace, parent_span, parent_flags = traceparent.decode().split("-")
+                if (
+                    version != "ff"
+                    and parent_trace != _ZERO_TRACE_ID
+                    and parent_span != _ZERO_SPAN_ID
+                ):
+                    parent = parent_trace, parent_span, _HEX_BYTE[parent_flags]
+        elif traceparent is not None:
+            parent = traceparent_ids(traceparent)
         state: tuple[tuple[str, str], ...] = ()
         if parent is not None and tracestate is not None:
             state = parse_tracestate(tracestate)
         parent_id = None
-        otel = _otel_span_ids()
+        # The OpenTelemetry probe first (a C call when OpenTelemetry is installed, None
+        # when it is not): the span lookup only runs when it has a context.
+        probe = _context._otel_probe
+        otel = _otel_span_ids() if probe is not None and probe() else None
+        # Fresh ids are slices of the id pool's current block (new_trace_ids inlined,
+        # as faultlens.context does); an exhausted block goes through the functions.
+        pool = _pool[0]
+        i = next(pool[1])
         if otel is not None:
             trace_id, span_id, flags = otel
         elif parent is not None:
             trace_id, parent_id, flags = parent
             flags &= 1
-            span_id = new_span_id()
+            span_id = pool[0][i + 32 : i + 48] if i < _BLOCK_CHARS else new_span_id()
         else:
-            trace_id, span_id = new_trace_ids()
+            if i < _BLOCK_CHARS:
+                block = pool[0]
+                trace_id = block[i : i + 32]
+                span_id = block[i + 32 : i + 48]
+            else:
+                trace_id, span_id = new_trace_ids()
             flags = 1
             # A 32-hex correlation id doubles as the trace id of a new trace, so logs,
             # traces and the timeline all share one key.
@@ -237,34 +290,41 @@ class FaultlensMiddleware:
                 [],
             ),
         )
-        return ctx, rejected
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run one ASGI connection: ``http`` with a context, anything else untouched."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not self._lean:
-            started_ns = perf_counter_ns()
-            ctx, rejected = self._context_for(scope)
+        # The response's id headers, encoded once: the correlation and request ids are
+        # usually the trace and span ids, so they are slices of the traceparent bytes.
+        # No format_traceparent checks: these ids were generated or parsed by faultlens.
+        own: tuple[Header, Header, Header] | None = None
+        if response_names is not None:
+            correlation_name, traceparent_name, request_name = response_names
+            value = f"00-{trace_id}-{span_id}{_FLAGS[flags]}".encode()
+            own = (
+                (correlation_name, value[3:35] if cid is None else cid.encode()),
+                (traceparent_name, value),
+                (request_name, value[36:52] if rid is None else rid.encode()),
+            )
+        if not lean:
             if rejected and self._reject:
-                await self._answer_rejected(scope, ctx, send, started_ns)
+                await self._answer_rejected(scope, ctx, send, started_ns, own)
                 return
             if self._access_log:
-                await self._call_logged(scope, receive, send, ctx, started_ns)
+                await self._call_logged(scope, receive, send, ctx, started_ns, own)
                 return
-        else:
-            ctx = self._context_for(scope)[0]
         # The lean path (no access log), inlined: one coroutine frame less per request.
-        if self._set_headers:
-            names = self._response_names
+        if own is not None:
             server_send = send
 
             # A plain function returning the server's awaitable: the application
             # awaits that directly, so no coroutine is created per message here.
             def send_with_ids(message: Message) -> Awaitable[None]:
                 if message["type"] == _RESPONSE_START:
-                    _add_ids(message, ctx, names)
+                    # _with_ids inlined: this runs for every response.
+                    headers = list(message.get("headers") or ())
+                    for pair in headers:
+                        if pair[0] in names:
+                            headers = [p for p in headers if p[0] not in names]
+                            break
+                    headers += own
+                    message["headers"] = headers
                 return server_send(message)
 
             send = send_with_ids
@@ -276,12 +336,18 @@ class FaultlensMiddleware:
         finally:
             _current.reset(token)
 
-    async def _call_logged(
-        self, scope: Scope, receive: Receive, send: Send, ctx: RequestContext, started_ns: int
+    async def _call_logged(  # noqa: PLR0917 (private, one caller)
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        ctx: RequestContext,
+        started_ns: int,
+        own: tuple[Header, ...] | None,
     ) -> None:
         status = 0
         nbytes = 0
-        names = self._response_names if self._set_headers else None
+        names = self._response_set
 
         async def send_observed(message: Message) -> None:
             nonlocal status, nbytes
@@ -290,8 +356,8 @@ class FaultlensMiddleware:
                 nbytes += len(message.get("body", b""))
             elif kind == _RESPONSE_START:
                 status = message["status"]
-                if names is not None:
-                    _add_ids(message, ctx, names)
+                if own is not None:
+                    _with_ids(message, own, names)
             await send(message)
 
         root_path = scope.get("root_path", "")
@@ -307,7 +373,12 @@ class FaultlensMiddleware:
             _current.reset(token)
 
     async def _answer_rejected(
-        self, scope: Scope, ctx: RequestContext, send: Send, started_ns: int
+        self,
+        scope: Scope,
+        ctx: RequestContext,
+        send: Send,
+        started_ns: int,
+        own: tuple[Header, ...] | None,
     ) -> None:
         settings = self.settings
         body = rejection_body(
@@ -317,8 +388,8 @@ class FaultlensMiddleware:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ]
-        if self._set_headers:
-            headers.extend(_id_headers(ctx, self._response_names))
+        if own is not None:
+            headers.extend(own)
         with use(ctx):
             await send({"type": "http.response.start", "status": 400, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -352,42 +423,20 @@ class FaultlensMiddleware:
         )
 
 
-def _id_headers(ctx: RequestContext, names: tuple[bytes, bytes, bytes]) -> list[Header]:
-    """The response headers carrying ``ctx``'s ids: correlation, ``traceparent``, request."""
-    correlation, traceparent, request = names
-    span_id = ctx.span_id
-    # The traceparent is formatted without format_traceparent's checks: these ids
-    # were generated or parsed by faultlens, so they are valid already.
-    return [
-        (correlation, ctx.correlation_id.encode()),
-        (traceparent, f"00-{ctx.trace_id}-{span_id}{_FLAGS[ctx.trace_flags & 1]}".encode()),
-        (request, (ctx.request_id or span_id).encode()),
-    ]
-
-
-def _add_ids(message: Message, ctx: RequestContext, names: tuple[bytes, bytes, bytes]) -> None:
+def _with_ids(message: Message, own: tuple[Header, ...], names: frozenset[bytes]) -> None:
     """Add the id headers to a ``http.response.start`` message, dropping the app's copies."""
-    # _id_headers inlined: this runs for every response.
-    correlation, traceparent, request = names
-    span_id = ctx.span_id
-    own = [
-        (correlation, ctx.correlation_id.encode()),
-        (traceparent, f"00-{ctx.trace_id}-{span_id}{_FLAGS[ctx.trace_flags & 1]}".encode()),
-        (request, (ctx.request_id or span_id).encode()),
-    ]
-    existing = message.get("headers")
-    if existing:
-        for pair in existing:
-            # ASGI response header names are lower-case (the spec says must).
-            if pair[0] in names:
-                # The middleware owns these headers: an app's copy would make them
-                # ambiguous, so it is dropped (rare: only then is the list filtered).
-                existing = [p for p in existing if p[0] not in names]
-                break
-        # A new list, never the app's one extended: the app may send the same
-        # (cached) response object again.
-        own[:0] = existing
-    message["headers"] = own
+    # A new list, never the app's one extended: the app may send the same (cached)
+    # response object again.
+    headers = list(message.get("headers") or ())
+    for pair in headers:
+        # ASGI response header names are lower-case (the spec says must).
+        if pair[0] in names:
+            # The middleware owns these headers: an app's copy would make them
+            # ambiguous, so it is dropped (rare: only then is the list filtered).
+            headers = [p for p in headers if p[0] not in names]
+            break
+    headers += own
+    message["headers"] = headers
 
 
 def _append(previous: _HeaderValue, value: bytes) -> _HeaderValue:
