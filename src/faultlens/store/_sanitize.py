@@ -241,7 +241,8 @@ _Split = tuple[
     tuple[int, ...],  # positions of the one-off values, cleaned one by one
     Callable[[Sequence[Any]], tuple[Any, ...]],  # pick(values) -> the row's values
     Callable[[Sequence[Any], Sequence[Any]], dict[str, Any]],  # build(row, tail) -> payload
-    Callable[[Sequence[bytes], Sequence[Any]], bytes] | None,  # encode(row JSON, tail) -> JSON
+    # encode(row JSON, tail, the one-off values' JSON) -> JSON
+    Callable[[Sequence[bytes], Sequence[Any], Sequence[bytes]], bytes] | None,
 ]
 
 
@@ -257,12 +258,15 @@ def _split(
     Written out as Python source for this layout (from positions only: the keys
     are passed in), they cost a few bytecodes per key where ``dict(zip(...))`` and
     a generic encoding of the payload cost ten times as much.  ``tail`` holds the
-    one-off values, then those under sensitive keys.
+    one-off values, then those under sensitive keys; ``pieces`` the JSON of the
+    one-off values.
     """
     source: dict[int, tuple[str, str]] = {}
     for at, index in enumerate(stable):
         source[index] = f"row[{at}]", f"ready[{at}]"
-    for at, index in enumerate((*volatile, *sensitive)):
+    for at, index in enumerate(volatile):
+        source[index] = f"tail[{at}]", f"pieces[{at}]"
+    for at, index in enumerate(sensitive, len(volatile)):
         source[index] = f"tail[{at}]", f"dumps(tail[{at}])"
     count = len(names)
     picked = "".join(f"values[{index}], " for index in stable)
@@ -272,7 +276,7 @@ def _split(
         "def make(K, P, dumps, join):\n"
         f"    def pick(values):\n        return ({picked})\n"
         f"    def build(row, tail):\n        return {{{built}}}\n"
-        f"    def encode(ready, tail):\n        return join(({encoded}P[{count}],))\n"
+        f"    def encode(ready, tail, pieces):\n        return join(({encoded}P[{count}],))\n"
         "    return pick, build, encode\n"
     )
     namespace: dict[str, Any] = {}
@@ -444,7 +448,8 @@ class _Cleaner:
     # Payloads of one producer share their keys, and most of their values recur from
     # event to event (an error's type, stack, classification) while a few never do
     # (its message, its request context).  A layout's plan cleans the recurring
-    # values as one row, looked up whole by its JSON, and the others one by one;
+    # values as one row, looked up whole by its JSON, and the others one by one
+    # (together, from their JSON, when that shows nothing to change: plain_tail);
     # which values recur is learnt from the caches' hits and misses as events pass.
 
     def plan(self, layout: tuple[Any, ...]) -> None:
@@ -491,7 +496,11 @@ class _Cleaner:
                     self.rows[blob] = (row, ready)
             else:
                 row, ready = entry
-        tail = [self.top_value(values[index])[0] for index in volatile]
+        pieces: Sequence[bytes] | None = None
+        if volatile:
+            tail, pieces = self.plain_tail([values[index] for index in volatile])
+        else:
+            tail = []
         if volatile:
             plan.ticks += 1
             if plan.ticks % _RETRY_EVERY == 0:  # do the one-offs recur by now?
@@ -505,9 +514,56 @@ class _Cleaner:
         if ready is None or encode is None:
             return out, None
         try:
-            return out, encode(ready, tail)
+            if pieces is None:
+                pieces = [orjson.dumps(value) for value in tail[: len(volatile)]]
+            return out, encode(ready, tail, pieces)
         except TypeError:  # never expected: cleaned values encode
             return out, None
+
+    def plain_tail(self, values: list[Any]) -> tuple[list[Any], Sequence[bytes] | None]:
+        """A payload's one-off values cleaned, and their JSON when made on the way.
+
+        They are new with every payload (a message, a request context), so no cache
+        holds them: nearly always text and flat dicts of plain scalars that cleaning
+        leaves as they are, which is judged for all of them at once from their JSON,
+        at C speed (the test :meth:`flat` makes).  Any other value, or a hint of
+        something to redact or replace, and each goes through :meth:`top_value`.
+        """
+        pieces = []
+        colons = 0
+        shapes = self.shapes
+        try:
+            for at, value in enumerate(values):
+                kind = type(value)
+                if kind is dict:
+                    # Judged and encoded as a private copy (another thread may change
+                    # the payload's dict meanwhile); encoded first, as subtree does:
+                    # orjson refuses a key that is not a str before any is judged.
+                    value = values[at] = dict(value)
+                    pieces.append(orjson.dumps(value, default=_refuse, option=_PASSTHROUGH))
+                    shape = tuple(value)
+                    clean = shapes.get(shape)
+                    if clean is None:
+                        clean = self._clean_keys(shape)
+                    if not clean or not set(map(type, value.values())) <= _PLAIN_SCALARS:
+                        break
+                    colons += len(shape)
+                elif kind in _PLAIN_SCALARS:
+                    # Raises on a lone surrogate, an integer beyond 64 bits.
+                    pieces.append(orjson.dumps(value, default=_refuse, option=_PASSTHROUGH))
+                else:
+                    break
+            else:
+                blob = b",".join(pieces)
+                if (
+                    len(blob) <= _CACHE_SUBTREE_BYTES  # no string to cut (see subtree)
+                    and blob.find(b"\\u0000") < 0  # NUL
+                    and not self.redactor._may_redact_json(blob, colons)
+                ):
+                    return values, pieces
+        except (TypeError, orjson.JSONEncodeError):
+            pass
+        return [self.top_value(value)[0] for value in values], None
 
     def row(self, plan: _Plan, stable: tuple[int, ...], picked: tuple[Any, ...]) -> tuple[Any, ...]:
         """The recurring values of a payload cleaned one by one; learn which missed."""

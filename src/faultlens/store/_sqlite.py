@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -99,7 +100,7 @@ class SQLiteStore(SQLStore):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             if writer and not self._memory:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._switch_to_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             # Reads through a memory map: rows of a big store scattered over the file
             # (an issue's events) cost page-cache hits, not one read() call per page.
@@ -110,6 +111,24 @@ class SQLiteStore(SQLStore):
             conn.close()
             raise
         return conn
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        # Switching a new database to WAL takes an exclusive lock, and SQLite answers
+        # "database is locked" at once, without its busy handler, when another process
+        # is opening or switching the same file at that moment: retry until busy_timeout.
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                busy = "locked" in text or "busy" in text
+                if not busy or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # real time: another process holds the lock
+            pause = min(pause * 2, 0.1)
 
     def _writer_connection(self) -> sqlite3.Connection:
         if self._writer is None or self._pid != os.getpid():
