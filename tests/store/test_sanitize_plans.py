@@ -185,3 +185,19 @@ def test_a_hostile_key_in_a_one_off_context_is_stored_as_text() -> None:
         _clean_payload(cleaner, _payload("m", {"request_id": "r"}))
     out, _ = _clean_payload(cleaner, _payload("m", {_HostileKey(): 1}))
     assert out["context"] == {"hostile": 1}
+
+
+def test_a_disabled_redactor_still_stores_dataclasses_and_named_tuples() -> None:
+    """With redaction off, dataclass and named-tuple values become mappings, not a recursion."""
+    from collections import namedtuple
+
+    @dataclasses.dataclass
+    class Order:
+        id: int
+        note: str
+
+    Point = namedtuple("Point", "x y")
+    cleaner = _Cleaner(Redactor(enabled=False))
+    out, text = _clean_payload(cleaner, {"order": Order(7, "n"), "point": Point(1, 2)})
+    assert out == {"order": {"id": 7, "note": "n"}, "point": {"x": 1, "y": 2}}
+    assert orjson.loads(text) == out

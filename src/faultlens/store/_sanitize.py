@@ -741,13 +741,20 @@ class _Cleaner:
             return self.text(bytes(value).decode("utf-8", "replace"))
         if isinstance(value, Mapping | list | tuple | set | frozenset):
             if isinstance(value, tuple) and hasattr(type(value), "_fields"):
-                value = self.redactor.redact(value)  # a named tuple: fields are keys
-                return self.value(value, depth, active)
+                # A named tuple: its fields are keys (a disabled redactor returns it as
+                # it is, so the mapping is built here, or this would recurse forever).
+                redacted = self.redactor.redact(value)
+                if redacted is value:
+                    redacted = dict(zip(type(value)._fields, value, strict=False))  # type: ignore[attr-defined]
+                return self.value(redacted, depth, active)
             if isinstance(value, set | frozenset):
                 value = list(value)
             return self.container(value, depth, active)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return self.value(self.redactor.redact(value), depth, active)
+            redacted = self.redactor.redact(value)
+            if redacted is value:  # a disabled redactor: the fields as a mapping
+                redacted = {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+            return self.value(redacted, depth, active)
         if isinstance(value, _dt.datetime | _dt.date | _dt.time):
             return value.isoformat()
         counters.incr("store.unserializable_values")
