@@ -124,7 +124,7 @@ def test_nothing_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -
         raise AssertionError("record() called with nobody listening")
 
     monkeypatch.setattr(_retry, "record", fail)
-    monkeypatch.setattr(_retry, "RecoveryEvent", fail)
+    monkeypatch.setattr(_retry, "deliver_success", fail)
     with FakeClock() as clock:
         retry(wait_initial=0, wait_max=0)(Flaky(clock, 2))()
         retry()(Flaky(clock, 0))()

@@ -31,13 +31,7 @@ from faultlens import _clock
 from faultlens.events import RECOVERY
 from faultlens.recovery._breaker import CircuitBreaker
 from faultlens.recovery._policy import as_coroutine_function, callable_name
-from faultlens.recovery._record import (
-    RecoveryEvent,
-    bus,
-    current_context,
-    subscriber_failed,
-    success_template,
-)
+from faultlens.recovery._record import bus, deliver_success, success_template
 from faultlens.recovery._retry import Retry
 
 __all__ = ["can_fuse", "retry_over_breaker", "retry_over_breaker_async"]
@@ -97,17 +91,7 @@ def retry_over_breaker(
         if bus.active:
             subscribers = bus._routes.get(RECOVERY, bus._wildcard)
             if subscribers:
-                event = RecoveryEvent()
-                event._t = template
-                event._ctx = current_context()
-                event._start = started
-                event._end = clock.monotonic()
-                event._clock = clock
-                for subscriber in subscribers:
-                    try:
-                        subscriber(event)
-                    except Exception as error:
-                        subscriber_failed(subscriber, error)
+                deliver_success(subscribers, template, started, clock)
         return result
 
     return retry._with_deadline(run, fn)
@@ -158,17 +142,7 @@ def retry_over_breaker_async(
         if bus.active:
             subscribers = bus._routes.get(RECOVERY, bus._wildcard)
             if subscribers:
-                event = RecoveryEvent()
-                event._t = template
-                event._ctx = current_context()
-                event._start = started
-                event._end = clock.monotonic()
-                event._clock = clock
-                for subscriber in subscribers:
-                    try:
-                        subscriber(event)
-                    except Exception as error:
-                        subscriber_failed(subscriber, error)
+                deliver_success(subscribers, template, started, clock)
         return result
 
     return retry._with_deadline_async(run, fn)

@@ -34,14 +34,7 @@ from faultlens.recovery._backoff import Backoff, Jitter, RandomSource, retry_aft
 from faultlens.recovery._backoff import seconds as _seconds
 from faultlens.recovery._errors import RecoveryError, RetryExhaustedError
 from faultlens.recovery._policy import Policy, as_coroutine_function, callable_name
-from faultlens.recovery._record import (
-    RecoveryEvent,
-    bus,
-    current_context,
-    record,
-    subscriber_failed,
-    success_template,
-)
+from faultlens.recovery._record import bus, deliver_success, record, success_template
 from faultlens.recovery._timeout import Timeout, _deadline
 
 __all__ = ["Retry", "RetryBudget", "is_retryable", "retry"]
@@ -603,17 +596,7 @@ class Retry(Policy):
             if bus.active:
                 subscribers = bus._routes.get(RECOVERY, bus._wildcard)
                 if subscribers:
-                    event = RecoveryEvent()
-                    event._t = template
-                    event._ctx = current_context()
-                    event._start = started
-                    event._end = clock.monotonic()
-                    event._clock = clock
-                    for subscriber in subscribers:
-                        try:
-                            subscriber(event)
-                        except Exception as error:
-                            subscriber_failed(subscriber, error)
+                    deliver_success(subscribers, template, started, clock)
             return result
 
         return run
@@ -657,17 +640,7 @@ class Retry(Policy):
             if bus.active:
                 subscribers = bus._routes.get(RECOVERY, bus._wildcard)
                 if subscribers:
-                    event = RecoveryEvent()
-                    event._t = template
-                    event._ctx = current_context()
-                    event._start = started
-                    event._end = clock.monotonic()
-                    event._clock = clock
-                    for subscriber in subscribers:
-                        try:
-                            subscriber(event)
-                        except Exception as error:
-                            subscriber_failed(subscriber, error)
+                    deliver_success(subscribers, template, started, clock)
             return result
 
         return run
