@@ -334,35 +334,7 @@ class Operation:
         run: OperationRun | None = _op_get()
         if run is None or run.operation is not self:
             return
-        # What _finish does, inlined (keep the two in step): a `with` block then costs
-        # one call less.
-        elapsed_ms = (_perf_ns() - run.started_ns) / 1e6
-        run.duration_ms = elapsed_ms
-        try:
-            _op_reset(run._token)
-        except ValueError:  # exited in another context (e.g. a generator moved threads)
-            current_operation.set(run.parent)
-        if exc is None:
-            run.outcome = "ok"
-        elif isinstance(exc, Exception):
-            run.outcome = "error"
-        else:  # CancelledError, KeyboardInterrupt, GeneratorExit
-            run.outcome = "cancelled"
-        ctx = _ctx_get()
-        if ctx is not None:
-            steps = ctx.journey_steps
-            if steps is not None:
-                steps.append(run)
-                if len(steps) > _JOURNEY_TRIM:
-                    del steps[:-JOURNEY_LENGTH]
-        budget = run.budget_ms
-        if (
-            exc is not None
-            or (budget is not None and elapsed_ms > budget)
-            or _bus.active
-            or _level_cache.get(self.level) is not False
-        ):
-            self._report(run, exc, elapsed_ms)
+        self._finish(run, exc)
 
     async def __aenter__(self) -> OperationRun:
         return self._start()
