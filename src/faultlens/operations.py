@@ -186,7 +186,7 @@ class Operation:
         self.fields = fields
 
     # --- lifecycle --------------------------------------------------------------------
-    # _start and _finish (inlined in __exit__) are the hot path of every run: they build
+    # _start and _finish are the hot path of every run: they build
     # the run with slot stores instead of a Python __init__, check levels through the
     # logger's cache (one dict lookup), and leave the log lines, the budget warning and
     # the events to _report, which runs only when one of them has something to do.
