@@ -41,7 +41,6 @@ _SLOT = 2 * _ID_BYTES  # hex digits per slot: 32 for the trace id, 16 for the sp
 _BLOCK_CHARS = _BLOCK_IDS * _SLOT
 # (hex block, cursor) are replaced together so a cursor always indexes its own block.
 # The cursor counts in hex digits (0, 48, 96, ...): a slot's offset without a multiply.
-# `_pool[0]` is read by faultlens.context, which inlines new_trace_ids() on its hot path.
 _pool: list[tuple[str, Iterator[int]]] = [("", itertools.count(_BLOCK_CHARS, _SLOT))]
 _refill_lock = threading.Lock()
 

@@ -19,7 +19,7 @@ from time import perf_counter_ns, time
 from typing import Any, TypeAlias
 
 from faultlens import context as _context
-from faultlens._ids import _BLOCK_CHARS, _pool, is_hex_trace_id, new_span_id, new_trace_ids
+from faultlens._ids import is_hex_trace_id, new_span_id, new_trace_ids
 from faultlens._w3c import (
     _HEX_BYTE,
     _SHAPE,
@@ -244,23 +244,14 @@ class FaultlensMiddleware:
         # when it is not): the span lookup only runs when it has a context.
         probe = _context._otel_probe
         otel = _otel_span_ids() if probe is not None and probe() else None
-        # Fresh ids are slices of the id pool's current block (new_trace_ids inlined,
-        # as faultlens.context does); an exhausted block goes through the functions.
-        pool = _pool[0]
-        i = next(pool[1])
         if otel is not None:
             trace_id, span_id, flags = otel
         elif parent is not None:
             trace_id, parent_id, flags = parent
             flags &= 1
-            span_id = pool[0][i + 32 : i + 48] if i < _BLOCK_CHARS else new_span_id()
+            span_id = new_span_id()
         else:
-            if i < _BLOCK_CHARS:
-                block = pool[0]
-                trace_id = block[i : i + 32]
-                span_id = block[i + 32 : i + 48]
-            else:
-                trace_id, span_id = new_trace_ids()
+            trace_id, span_id = new_trace_ids()
             flags = 1
             # A 32-hex correlation id doubles as the trace id of a new trace, so logs,
             # traces and the timeline all share one key.
