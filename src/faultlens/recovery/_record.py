@@ -100,18 +100,7 @@ bus: Final = _events.get_bus()
 
 _RECOVERY: Final = _events.RECOVERY
 _Event = _events.Event
-_EVENT_FIELDS = (
-    "kind",
-    "name",
-    "payload",
-    "correlation_id",
-    "trace_id",
-    "span_id",
-    "tenant_id",
-    "user_id",
-    "timestamp",
-    "id",
-)
+_EVENT_FIELDS = _events._EVENT_FIELDS
 _id_lock = threading.Lock()
 
 # The constant part of an event, one tuple (built once per protected function on

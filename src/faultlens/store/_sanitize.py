@@ -31,7 +31,7 @@ import orjson
 
 from faultlens._clock import get_clock
 from faultlens._metrics import counters
-from faultlens.events import Event
+from faultlens.events import Event, _restore_event
 from faultlens.redaction import Redactor, get_redactor
 
 __all__ = [
@@ -903,36 +903,6 @@ def _short(value: object, limit: int = MAX_KIND_CHARS) -> str | None:
     return None
 
 
-# A frozen dataclass's __init__ stores each field through object.__setattr__; the slot
-# descriptors store the same values directly, in well under half the time (one cleaned
-# Event is built per event written).
-_new_object = object.__new__
-_EVENT_FIELDS: Final = (
-    "kind",
-    "name",
-    "payload",
-    "correlation_id",
-    "trace_id",
-    "span_id",
-    "tenant_id",
-    "user_id",
-    "timestamp",
-    "id",
-)
-(
-    _set_kind,
-    _set_name,
-    _set_payload,
-    _set_correlation_id,
-    _set_trace_id,
-    _set_span_id,
-    _set_tenant_id,
-    _set_user_id,
-    _set_timestamp,
-    _set_id,
-) = (getattr(Event, name).__set__ for name in _EVENT_FIELDS)
-
-
 _ID_TYPES: Final = frozenset({str, type(None)})
 
 
@@ -970,15 +940,16 @@ def clean_event(event: Event) -> Cleaned:
     else:
         ids = tuple(map(clean_id, ids))
     kind, correlation_id, trace_id, span_id, tenant_id, user_id, event_id = ids
-    cleaned: Event = _new_object(Event)
-    _set_kind(cleaned, (kind or "unknown")[:MAX_KIND_CHARS])
-    _set_name(cleaned, name)
-    _set_payload(cleaned, payload)
-    _set_correlation_id(cleaned, correlation_id)
-    _set_trace_id(cleaned, trace_id)
-    _set_span_id(cleaned, span_id)
-    _set_tenant_id(cleaned, tenant_id or None)  # an empty tenant is no tenant
-    _set_user_id(cleaned, user_id)
-    _set_timestamp(cleaned, float(timestamp))
-    _set_id(cleaned, event_id or "")
+    cleaned = _restore_event(
+        (kind or "unknown")[:MAX_KIND_CHARS],
+        name,
+        payload,
+        correlation_id,
+        trace_id,
+        span_id,
+        tenant_id or None,  # an empty tenant is no tenant
+        user_id,
+        float(timestamp),
+        event_id or "",
+    )
     return Cleaned(cleaned, payload_json)
